@@ -1,0 +1,221 @@
+#include "common/http/http_server.h"
+
+#include <fmt/format.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <charconv>
+#include <chrono>
+#include <optional>
+
+#include "absl/strings/ascii.h"
+#include "spdlog/spdlog.h"
+
+namespace pi::common {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+absl::StatusOr<HostPort> ParseListenAddress(std::string_view address) {
+  std::string_view host;
+  std::string_view port_text;
+  if (!address.empty() && address.front() == '[') {
+    const size_t close = address.find(']');
+    if (close == std::string_view::npos || close + 1 >= address.size() ||
+        address[close + 1] != ':') {
+      return absl::InvalidArgumentError(
+          fmt::format("listen address \"{}\" must look like [::1]:9101", address));
+    }
+    host = address.substr(1, close - 1);
+    port_text = address.substr(close + 2);
+  } else {
+    const size_t colon = address.rfind(':');
+    if (colon == std::string_view::npos) {
+      return absl::InvalidArgumentError(
+          fmt::format("listen address \"{}\" must look like host:port or :port", address));
+    }
+    host = address.substr(0, colon);
+    port_text = address.substr(colon + 1);
+  }
+  uint32_t port = 0;
+  const auto [end, error] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (port_text.empty() || error != std::errc() || end != port_text.data() + port_text.size() ||
+      port > 65535) {
+    return absl::InvalidArgumentError(
+        fmt::format("listen address \"{}\" has an invalid port", address));
+  }
+  return HostPort{host.empty() ? "0.0.0.0" : std::string(host), static_cast<uint16_t>(port)};
+}
+
+namespace {
+
+using Routes = std::map<std::pair<std::string, std::string>, HttpHandler>;
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, const Routes& routes, size_t max_body_bytes)
+      : stream_(std::move(socket)), routes_(routes), max_body_bytes_(max_body_bytes) {}
+
+  void Start() { ReadRequest(); }
+
+ private:
+  void ReadRequest() {
+    parser_.emplace();
+    parser_->header_limit(16 * 1024);
+    parser_->body_limit(max_body_bytes_);
+    stream_.expires_after(std::chrono::seconds(30));
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code error, size_t) { self->OnRead(error); });
+  }
+
+  void OnRead(beast::error_code error) {
+    if (error == http::error::end_of_stream) {
+      beast::error_code ignored;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      return;
+    }
+    if (error == http::error::body_limit) {
+      Reply(Respond(413, "request body too large"), false);
+      return;
+    }
+    if (error) return;
+    auto& request = parser_->get();
+    const bool keep_alive = request.keep_alive();
+    Reply(Dispatch(request), keep_alive);
+  }
+
+  static HttpResponse Respond(unsigned status, std::string body) {
+    HttpResponse response;
+    response.status = status;
+    response.body = std::move(body) + "\n";
+    return response;
+  }
+
+  HttpResponse Dispatch(const http::request<http::string_body>& raw) {
+    HttpRequest request;
+    request.method = std::string(raw.method_string());
+    const std::string target(raw.target());
+    const size_t question = target.find('?');
+    request.path = target.substr(0, question);
+    if (question != std::string_view::npos)
+      request.query = std::string(target.substr(question + 1));
+    for (const auto& field : raw) {
+      request.headers[absl::AsciiStrToLower(std::string(field.name_string()))] =
+          std::string(field.value());
+    }
+    request.body = raw.body();
+    const bool head = request.method == "HEAD";
+    auto route = routes_.find({head ? "GET" : request.method, request.path});
+    if (route == routes_.end()) {
+      for (const auto& [key, handler] : routes_) {
+        if (key.second == request.path) return Respond(405, "method not allowed");
+      }
+      return Respond(404, "not found");
+    }
+    HttpResponse response = route->second(request);
+    if (head) response.body.clear();
+    return response;
+  }
+
+  void Reply(HttpResponse response, bool keep_alive) {
+    auto message = std::make_shared<http::response<http::string_body>>(
+        static_cast<http::status>(response.status), 11);
+    message->set(http::field::server, "pi-controller");
+    message->set(http::field::content_type, response.content_type);
+    message->keep_alive(keep_alive);
+    message->body() = std::move(response.body);
+    message->prepare_payload();
+    http::async_write(stream_, *message,
+                      [self = shared_from_this(), message](beast::error_code error, size_t) {
+                        if (error) return;
+                        if (message->keep_alive()) {
+                          self->ReadRequest();
+                        } else {
+                          beast::error_code ignored;
+                          self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+                        }
+                      });
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  const Routes& routes_;
+  size_t max_body_bytes_;
+};
+
+}  // namespace
+
+struct HttpServer::Impl {
+  explicit Impl(Options opts) : options(opts), acceptor(io) {}
+
+  void Accept() {
+    acceptor.async_accept([this](beast::error_code error, tcp::socket socket) {
+      if (error) {
+        if (error != asio::error::operation_aborted) {
+          spdlog::warn("http accept failed: {}", error.message());
+          Accept();
+        }
+        return;
+      }
+      std::make_shared<Session>(std::move(socket), routes, options.max_body_bytes)->Start();
+      Accept();
+    });
+  }
+
+  Options options;
+  Routes routes;
+  asio::io_context io;
+  tcp::acceptor acceptor;
+  std::thread thread;
+};
+
+HttpServer::HttpServer() : HttpServer(Options{}) {}
+HttpServer::HttpServer(Options options) : impl_(std::make_unique<Impl>(options)) {}
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::Handle(std::string method, std::string path, HttpHandler handler) {
+  impl_->routes[{std::move(method), std::move(path)}] = std::move(handler);
+}
+
+absl::StatusOr<uint16_t> HttpServer::Start(std::string_view listen_address) {
+  auto address = ParseListenAddress(listen_address);
+  if (!address.ok()) return address.status();
+  beast::error_code error;
+  const auto ip = asio::ip::make_address(address->host, error);
+  if (error) {
+    return absl::InvalidArgumentError(fmt::format(
+        "listen address \"{}\": \"{}\" is not an IP address", listen_address, address->host));
+  }
+  const tcp::endpoint endpoint(ip, address->port);
+  auto& acceptor = impl_->acceptor;
+  acceptor.open(endpoint.protocol(), error);
+  if (!error) acceptor.set_option(asio::socket_base::reuse_address(true), error);
+  if (!error) acceptor.bind(endpoint, error);
+  if (!error) acceptor.listen(asio::socket_base::max_listen_connections, error);
+  if (error) {
+    return absl::UnavailableError(
+        fmt::format("cannot listen on {}: {}", listen_address, error.message()));
+  }
+  const uint16_t port = acceptor.local_endpoint().port();
+  impl_->Accept();
+  impl_->thread = std::thread([this] { impl_->io.run(); });
+  return port;
+}
+
+void HttpServer::Stop() {
+  if (!impl_ || !impl_->thread.joinable()) return;
+  asio::post(impl_->io, [this] {
+    beast::error_code ignored;
+    impl_->acceptor.close(ignored);
+    impl_->io.stop();
+  });
+  impl_->thread.join();
+}
+
+}  // namespace pi::common

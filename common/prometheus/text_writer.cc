@@ -1,7 +1,7 @@
 #include "common/prometheus/text_writer.h"
 
 #include <cmath>
-#include <cstdio>
+#include <charconv>
 
 namespace pi::common {
 namespace {
@@ -29,13 +29,10 @@ void AppendEscaped(std::string& out, std::string_view text, bool escape_quotes) 
 std::string FormatPrometheusValue(double value) {
   if (std::isnan(value)) return "NaN";
   if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
+  // Shortest form that reads back exactly: 48.312, not 48.311999999999998.
   char buf[64];
-  if (value == std::floor(value) && std::fabs(value) < 1e15) {
-    std::snprintf(buf, sizeof(buf), "%.0f", value);
-  } else {
-    std::snprintf(buf, sizeof(buf), "%.17g", value);
-  }
-  return buf;
+  const auto result = std::to_chars(buf, buf + sizeof(buf), value);
+  return std::string(buf, result.ptr);
 }
 
 void PrometheusTextWriter::Family(std::string_view name, std::string_view help,

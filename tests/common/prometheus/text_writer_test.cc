@@ -36,6 +36,8 @@ TEST_CASE("special values use Prometheus spellings", "[prometheus]") {
   CHECK(FormatPrometheusValue(-std::numeric_limits<double>::infinity()) == "-Inf");
   CHECK(FormatPrometheusValue(1e18) == "1e+18");
   CHECK(FormatPrometheusValue(42) == "42");
+  CHECK(FormatPrometheusValue(48.312) == "48.312");
+  CHECK(FormatPrometheusValue(-0.5) == "-0.5");
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 #include "common/prometheus/text_writer.h"
 
-#include <cmath>
 #include <charconv>
+#include <cmath>
 
 namespace pi::common {
 namespace {
@@ -29,9 +29,12 @@ void AppendEscaped(std::string& out, std::string_view text, bool escape_quotes) 
 std::string FormatPrometheusValue(double value) {
   if (std::isnan(value)) return "NaN";
   if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
-  // Shortest form that reads back exactly: 48.312, not 48.311999999999998.
+  // Whole numbers (byte counts) in full; anything else in the shortest form that reads back
+  // exactly: 48.312, not 48.311999999999998.
   char buf[64];
-  const auto result = std::to_chars(buf, buf + sizeof(buf), value);
+  const bool whole = value == std::floor(value) && std::fabs(value) < 1e15;
+  const auto result = whole ? std::to_chars(buf, buf + sizeof(buf), value, std::chars_format::fixed)
+                            : std::to_chars(buf, buf + sizeof(buf), value);
   return std::string(buf, result.ptr);
 }
 

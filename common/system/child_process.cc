@@ -5,7 +5,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
-#include <sys/pidfd.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -180,7 +180,9 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(const SpawnOpt
   child->pid_ = pid;
   child->stdout_fd_ = std::exchange(s.out[0], -1);
   child->stderr_fd_ = std::exchange(s.err[0], -1);
-  child->pidfd_ = pidfd_open(pid, 0);  // stays -1 before Linux 5.3; exit is then polled
+  // Through syscall(): glibc 2.36's <sys/pidfd.h> lacks extern "C". Before Linux 5.3 this is -1
+  // and the exit is polled instead.
+  child->pidfd_ = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   child->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (child->wake_fd_ < 0) {
     return absl::ResourceExhaustedError(absl::StrCat("eventfd: ", ErrnoText(errno)));
@@ -205,7 +207,7 @@ bool ChildProcess::LeaderExited() {
 }
 
 absl::StatusOr<ChildProcess::Event> ChildProcess::Read(Deadline deadline, std::string* out,
-                                                        std::string* err) {
+                                                       std::string* err) {
   char buffer[kReadChunk];
   while (true) {
     pollfd fds[4];
@@ -228,9 +230,9 @@ absl::StatusOr<ChildProcess::Event> ChildProcess::Read(Deadline deadline, std::s
       fds[count++] = {.fd = pidfd_, .events = POLLIN, .revents = 0};
     }
     // Once the leader is gone only data that is already queued is worth waiting for.
-    int timeout = exited_ ? 0
-                          : PollTimeout(deadline, pidfd_ >= 0 ? std::nullopt
-                                                              : std::optional(kExitPollTick));
+    int timeout =
+        exited_ ? 0
+                : PollTimeout(deadline, pidfd_ >= 0 ? std::nullopt : std::optional(kExitPollTick));
     int ready = poll(fds, count, timeout);
     if (ready < 0) {
       if (errno == EINTR) continue;

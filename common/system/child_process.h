@@ -86,7 +86,6 @@ class ChildProcess {
  private:
   ChildProcess() = default;
 
-
   pid_t pid_ = -1;
   int stdout_fd_ = -1;
   int stderr_fd_ = -1;

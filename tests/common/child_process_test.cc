@@ -1,8 +1,9 @@
 #include "common/system/child_process.h"
 
-#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -26,6 +28,26 @@ ChildProcess::Deadline In(std::chrono::milliseconds d) {
   return std::chrono::steady_clock::now() + d;
 }
 
+SpawnOptions Argv(std::vector<std::string> argv, std::vector<std::string> environment = {}) {
+  SpawnOptions options;
+  options.argv = std::move(argv);
+  options.environment = std::move(environment);
+  return options;
+}
+
+SpawnOptions InDir(std::vector<std::string> argv, std::string dir) {
+  SpawnOptions options = Argv(std::move(argv));
+  options.working_directory = std::move(dir);
+  return options;
+}
+
+// Runs `executable` with argv[0] set to something else.
+SpawnOptions Named(std::vector<std::string> argv, std::string executable) {
+  SpawnOptions options = Argv(std::move(argv));
+  options.executable = std::move(executable);
+  return options;
+}
+
 std::unique_ptr<ChildProcess> MustSpawn(SpawnOptions options) {
   auto child = ChildProcess::Spawn(options);
   INFO(child.status().ToString());
@@ -34,7 +56,7 @@ std::unique_ptr<ChildProcess> MustSpawn(SpawnOptions options) {
 }
 
 SpawnOptions Shell(const std::string& script) {
-  return SpawnOptions{.argv = {"/bin/sh", "-c", script}, .environment = {"PATH=/usr/bin:/bin"}};
+  return Argv({"/bin/sh", "-c", script}, {"PATH=/usr/bin:/bin"});
 }
 
 struct Collected {
@@ -94,25 +116,23 @@ TEST_CASE("captures stdout and stderr separately and reports the exit code", "[c
 }
 
 TEST_CASE("the child sees exactly the environment it was given", "[child_process]") {
-  auto child =
-      MustSpawn(SpawnOptions{.argv = {"/usr/bin/env"}, .environment = {"A=1", "PATH=/nowhere"}});
+  auto child = MustSpawn(Argv({"/usr/bin/env"}, {"A=1", "PATH=/nowhere"}));
   Collected c = ReadAll(*child, In(10s));
   CHECK(c.out == "A=1\nPATH=/nowhere\n");
 }
 
 TEST_CASE("argv[0] is passed as given while the executable path is run", "[child_process]") {
-  auto child = MustSpawn(SpawnOptions{
-      .argv = {"custom-name", "-c", "echo $0"}, .executable = "/bin/sh", .environment = {}});
+  auto child = MustSpawn(Named({"custom-name", "-c", "echo $0"}, "/bin/sh"));
   CHECK(ReadAll(*child, In(10s)).out == "custom-name\n");
 }
 
 TEST_CASE("the working directory is applied", "[child_process]") {
-  auto child = MustSpawn(SpawnOptions{.argv = {"/bin/pwd"}, .working_directory = "/proc"});
+  auto child = MustSpawn(InDir({"/bin/pwd"}, "/proc"));
   CHECK(ReadAll(*child, In(10s)).out == "/proc\n");
 }
 
 TEST_CASE("stdin is /dev/null so readers see end of file at once", "[child_process]") {
-  auto child = MustSpawn(SpawnOptions{.argv = {"/bin/cat"}});
+  auto child = MustSpawn(Argv({"/bin/cat"}));
   Collected c = ReadAll(*child, In(10s));
   CHECK(c.last == Event::kExited);
   CHECK(c.out.empty());
@@ -120,9 +140,10 @@ TEST_CASE("stdin is /dev/null so readers see end of file at once", "[child_proce
 
 TEST_CASE("the child inherits no descriptors beyond stdin, stdout and stderr", "[child_process]") {
   // An fd opened without O_CLOEXEC would leak into a plain fork+exec.
-  int leaky = dup(STDERR_FILENO);
-  REQUIRE(leaky > 2);
-  auto child = MustSpawn(SpawnOptions{.argv = {"/bin/ls", "/proc/self/fd"}});
+  // A high number, so it cannot be confused with the descriptor ls opens for the directory.
+  int leaky = fcntl(STDERR_FILENO, F_DUPFD, 100);
+  REQUIRE(leaky >= 100);
+  auto child = MustSpawn(Argv({"/bin/ls", "/proc/self/fd"}));
   Collected c = ReadAll(*child, In(10s));
   close(leaky);
   std::istringstream lines(c.out);
@@ -257,23 +278,22 @@ TEST_CASE("large output is delivered in bounded chunks", "[child_process]") {
 }
 
 TEST_CASE("an empty argv is rejected", "[child_process]") {
-  auto child = ChildProcess::Spawn(SpawnOptions{});
+  auto child = ChildProcess::Spawn(SpawnOptions());
   CHECK(child.status().code() == absl::StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("a relative executable is rejected", "[child_process]") {
-  auto child = ChildProcess::Spawn(SpawnOptions{.argv = {"sh"}});
+  auto child = ChildProcess::Spawn(Argv({"sh"}));
   CHECK(child.status().code() == absl::StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("a missing executable is NOT_FOUND", "[child_process]") {
-  auto child = ChildProcess::Spawn(SpawnOptions{.argv = {"/nonexistent/tool"}});
+  auto child = ChildProcess::Spawn(Argv({"/nonexistent/tool"}));
   CHECK(child.status().code() == absl::StatusCode::kNotFound);
 }
 
 TEST_CASE("a missing working directory is NOT_FOUND", "[child_process]") {
-  auto child =
-      ChildProcess::Spawn(SpawnOptions{.argv = {"/bin/true"}, .working_directory = "/nonexistent"});
+  auto child = ChildProcess::Spawn(InDir({"/bin/true"}, "/nonexistent"));
   CHECK(child.status().code() == absl::StatusCode::kNotFound);
 }
 
@@ -282,7 +302,7 @@ TEST_CASE("a file without execute permission is FAILED_PRECONDITION", "[child_pr
       std::filesystem::temp_directory_path() / ("child_process_noexec_" + std::to_string(getpid()));
   std::ofstream(path) << "#!/bin/sh\n";
   chmod(path.c_str(), 0644);
-  auto child = ChildProcess::Spawn(SpawnOptions{.argv = {path.string()}});
+  auto child = ChildProcess::Spawn(Argv({path.string()}));
   std::filesystem::remove(path);
   CHECK(child.status().code() == absl::StatusCode::kFailedPrecondition);
 }
@@ -294,7 +314,7 @@ TEST_CASE("concurrent spawns from many threads leak no descriptors", "[child_pro
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 10; ++i) {
-        auto child = ChildProcess::Spawn(SpawnOptions{.argv = {"/bin/ls", "/proc/self/fd"}});
+        auto child = ChildProcess::Spawn(Argv({"/bin/ls", "/proc/self/fd"}));
         if (!child.ok()) {
           ++failures;
           continue;

@@ -1,0 +1,276 @@
+// pi-agent: the NodeAgent daemon that runs on every Pi. This file only wires things together:
+// flags, config, the cores, the gRPC and HTTP listeners, systemd notifications and the run loop.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "common/http/http_server.h"
+#include "common/log/log.h"
+#include "common/prometheus/text_writer.h"
+#include "common/system/files.h"
+#include "common/system/sd_notify.h"
+#include "common/tls/credentials.h"
+#include "node-agent/agent_config.h"
+#include "node-agent/agent_service.h"
+#include "node-agent/gpio/in_memory_backend.h"
+#include "node-agent/gpio/libgpiod_backend.h"
+#include "node-agent/metrics/node_exporter_text.h"
+
+namespace pi::agent {
+namespace {
+
+constexpr char kDefaultConfigPath[] = "/etc/pi-agent/agent.json";
+
+struct Flags {
+  std::string config_path = kDefaultConfigPath;
+  std::string ports_file;
+  std::string log_level;
+  bool insecure = false;
+  bool gpio_sim = false;
+  bool check_config = false;
+};
+
+// gRPC wants "host:port" with IPv6 hosts in brackets; config also accepts ":port".
+std::string GrpcListenAddress(const std::string& listen) {
+  auto parsed = common::ParseListenAddress(listen);
+  if (!parsed.ok()) return listen;
+  const bool v6 = parsed->host.find(':') != std::string::npos;
+  return v6 ? fmt::format("[{}]:{}", parsed->host, parsed->port)
+            : fmt::format("{}:{}", parsed->host, parsed->port);
+}
+
+std::vector<SubsystemHealth> CheckHealth(const AgentConfig& config,
+                                         const metrics::CpuSampler& sampler,
+                                         gpio::GpioController& gpio) {
+  std::vector<SubsystemHealth> checks;
+  const bool sampled = sampler.Usage().has_value();
+  checks.push_back({"metrics", sampled,
+                    sampled ? fmt::format("{} CPU samples taken", sampler.samples_taken())
+                            : fmt::format("no CPU sample yet; is {}/proc/stat readable?",
+                                          config.cpu_sampler.root.string())});
+
+  const auto probe = gpio.Probe();
+  checks.push_back({"gpio", probe.ok(),
+                    probe.ok() ? fmt::format("{} backend, {} line(s) held", config.gpio_backend,
+                                             gpio.HeldLines().size())
+                               : std::string(probe.message())});
+
+  std::vector<std::string> unusable;
+  for (const auto& command : config.exec.allowed_commands) {
+    if (access(command.c_str(), X_OK) != 0) unusable.push_back(command);
+  }
+  checks.push_back({"exec", unusable.empty(),
+                    unusable.empty()
+                        ? fmt::format("{} allowed command(s)", config.exec.allowed_commands.size())
+                        : fmt::format("not executable: {}", fmt::join(unusable, ", "))});
+
+  std::vector<std::string> unreadable;
+  for (const auto& [name, path] : config.logs.files) {
+    if (access(path.c_str(), R_OK) != 0) unreadable.push_back(fmt::format("{} ({})", name, path));
+  }
+  if (config.logs.journald && access(config.logs.journalctl_path.c_str(), X_OK) != 0) {
+    unreadable.push_back(fmt::format("journal ({} missing)", config.logs.journalctl_path));
+  }
+  checks.push_back({"logs", unreadable.empty(),
+                    unreadable.empty()
+                        ? fmt::format("{} file source(s), journal {}", config.logs.files.size(),
+                                      config.logs.journald ? "on" : "off")
+                        : fmt::format("unreadable: {}", fmt::join(unreadable, ", "))});
+  return checks;
+}
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "pi-agent: %s\n", std::string(status.message()).c_str());
+  return 2;
+}
+
+int Run(const Flags& flags) {
+  auto loaded = LoadAgentConfig(flags.config_path);
+  if (!loaded.ok()) return Fail(loaded.status());
+  AgentConfig config = *std::move(loaded);
+  if (flags.gpio_sim) config.gpio_backend = "simulated";
+  if (!flags.log_level.empty()) config.log_level = flags.log_level;
+  if (config.node_name.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    config.node_name = host;
+  }
+
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  if (flags.insecure) {
+    credentials = grpc::InsecureServerCredentials();
+  } else {
+    auto tls = common::MakeServerCredentials(config.tls);
+    if (!tls.ok()) return Fail(tls.status());
+    credentials = *tls;
+  }
+  if (flags.check_config) {
+    std::printf("pi-agent: %s is valid\n", flags.config_path.c_str());
+    return 0;
+  }
+
+  common::InitLogging("pi-agent", config.log_level);
+  if (flags.insecure) {
+    spdlog::warn(
+        "*** --insecure: NodeAgent serves PLAINTEXT gRPC with NO authentication. Anyone "
+        "who can reach {} can run commands and drive GPIO. Never use this on a "
+        "network. ***",
+        config.listen);
+  }
+
+  // Signals are taken synchronously by the run loop; every thread inherits this mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  metrics::CpuSampler sampler(config.cpu_sampler);
+  if (auto status = sampler.Start(); !status.ok()) return Fail(status);
+  metrics::SystemMetricsCollector collector(config.collector, sampler);
+
+  std::unique_ptr<gpio::GpioBackend> gpio_backend;
+  if (config.gpio_backend == "simulated") {
+    spdlog::warn("GPIO is simulated in memory: no hardware line is touched");
+    gpio_backend = std::make_unique<gpio::InMemoryGpioBackend>();
+  } else {
+    gpio_backend = std::make_unique<gpio::LibgpiodBackend>();
+  }
+  auto gpio = gpio::GpioController::Create(config.gpio, *gpio_backend, common::RealClock());
+  if (!gpio.ok()) return Fail(gpio.status());
+  if (auto probe = (*gpio)->Probe(); !probe.ok()) {
+    spdlog::warn("GPIO unavailable: {}", std::string(probe.message()));
+  }
+
+  exec::CommandExecutor executor(config.exec);
+  auto log_streamer = logs::LogStreamer::Create(config.logs);
+  if (!log_streamer.ok()) return Fail(log_streamer.status());
+
+  AgentService::Options service_options;
+  service_options.version = PI_VERSION;
+  service_options.node_name = config.node_name;
+  service_options.insecure = flags.insecure;
+  service_options.peer_verified = common::VerifiesClientCertificates(config.tls.client_auth);
+  service_options.max_log_streams = config.max_log_streams;
+  service_options.health_checks = [&config, &sampler, &gpio] {
+    return CheckHealth(config, sampler, **gpio);
+  };
+  AgentService service(service_options, collector, **gpio, executor, *log_streamer);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(GrpcListenAddress(config.listen), credentials, &grpc_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || grpc_port == 0) {
+    return Fail(absl::UnavailableError(fmt::format("cannot listen on {} for gRPC", config.listen)));
+  }
+
+  common::HttpServer http;
+  http.Handle("GET", "/metrics", [&collector](const common::HttpRequest&) {
+    common::PrometheusTextWriter writer;
+    metrics::WriteNodeExporterMetrics(collector.Collect(), writer);
+    return common::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", writer.text()};
+  });
+  http.Handle("GET", "/healthz", [&service_options](const common::HttpRequest&) {
+    std::string body;
+    bool all_ok = true;
+    for (const auto& check : service_options.health_checks()) {
+      all_ok &= check.ok;
+      body += fmt::format("{} {}: {}\n", check.name, check.ok ? "ok" : "FAIL", check.detail);
+    }
+    // Degraded subsystems are reported but the process is alive and serving: 200 either way.
+    return common::HttpResponse{200, "text/plain; charset=utf-8",
+                                fmt::format("{}\n{}", all_ok ? "ok" : "degraded", body)};
+  });
+  int http_port = 0;
+  if (!config.http_listen.empty()) {
+    auto bound = http.Start(config.http_listen);
+    if (!bound.ok()) {
+      server->Shutdown();
+      return Fail(bound.status());
+    }
+    http_port = *bound;
+  }
+
+  if (!flags.ports_file.empty()) {
+    const auto ports = nlohmann::json{{"grpc", grpc_port}, {"http", http_port}}.dump();
+    if (auto status = common::WriteFileAtomically(flags.ports_file, ports, 0644); !status.ok()) {
+      server->Shutdown();
+      return Fail(status);
+    }
+  }
+  spdlog::info("pi-agent {} serving NodeAgent on {} (port {}), metrics on {} (port {}), node {}",
+               PI_VERSION, config.listen, grpc_port, config.http_listen, http_port,
+               config.node_name);
+  if (auto status = common::SdNotify("READY=1\nSTATUS=serving"); !status.ok()) {
+    spdlog::warn("{}", std::string(status.message()));
+  }
+
+  // The run loop: wakes for a signal, the next GPIO hold expiry, or the watchdog.
+  const auto watchdog = common::WatchdogPingInterval();
+  auto next_ping = std::chrono::steady_clock::now();
+  int received = 0;
+  while (received == 0) {
+    const auto now = std::chrono::steady_clock::now();
+    auto wake = now + std::chrono::seconds(1);
+    if (auto expiry = (*gpio)->NextExpiry()) wake = std::min(wake, *expiry);
+    if (watchdog) {
+      if (now >= next_ping) {
+        common::SdNotify("WATCHDOG=1").IgnoreError();
+        next_ping = now + *watchdog;
+      }
+      wake = std::min(wake, next_ping);
+    }
+    const auto wait = std::max(std::chrono::nanoseconds(0), wake - now);
+    const timespec timeout{static_cast<time_t>(wait.count() / 1'000'000'000),
+                           static_cast<long>(wait.count() % 1'000'000'000)};
+    const int signal_number = sigtimedwait(&signals, nullptr, &timeout);
+    if (signal_number > 0) received = signal_number;
+    if (const size_t released = (*gpio)->ReleaseExpired(); released > 0) {
+      spdlog::info("released {} GPIO line(s) whose hold ended", released);
+    }
+  }
+
+  spdlog::info("received {}, shutting down", strsignal(received));
+  common::SdNotify("STOPPING=1").IgnoreError();
+  server->GetHealthCheckService()->SetServingStatus(false);
+  service.CancelStreams();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  http.Stop();
+  const size_t released = (*gpio)->ReleaseAll();
+  sampler.Stop();
+  spdlog::info("stopped; released {} GPIO line(s)", released);
+  return 0;
+}
+
+}  // namespace
+}  // namespace pi::agent
+
+int main(int argc, char** argv) {
+  pi::agent::Flags flags;
+  CLI::App app{"pi-agent: the Pi-Controller node agent (NodeAgent gRPC service)"};
+  app.add_option("-c,--config", flags.config_path, "Configuration file")->capture_default_str();
+  app.add_option("--ports-file", flags.ports_file,
+                 "Write the bound ports as JSON {\"grpc\":N,\"http\":M} here once listening");
+  app.add_option("--log-level", flags.log_level, "Override log_level: trace|debug|info|warn|error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_flag("--insecure", flags.insecure,
+               "Serve plaintext gRPC without authentication (development only)");
+  app.add_flag("--gpio-sim", flags.gpio_sim, "Use an in-memory simulated GPIO chip");
+  app.add_flag("--check-config", flags.check_config,
+               "Validate the configuration and certificates, then exit");
+  app.set_version_flag("--version", std::string("pi-agent ") + PI_VERSION);
+  CLI11_PARSE(app, argc, argv);
+  return pi::agent::Run(flags);
+}

@@ -1,0 +1,124 @@
+#include "node-agent/agent_config.h"
+
+#include <catch2/catch.hpp>
+
+#include "tests/common/test_dir.h"
+
+namespace pi::agent {
+namespace {
+
+using nlohmann::json;
+
+std::string ErrorOf(const json& document) {
+  auto config = ParseAgentConfig(document);
+  REQUIRE_FALSE(config.ok());
+  CHECK(config.status().code() == absl::StatusCode::kInvalidArgument);
+  return std::string(config.status().message());
+}
+
+TEST_CASE("an empty config gives the documented defaults", "[agent_config]") {
+  auto config = ParseAgentConfig(json::object());
+  REQUIRE(config.ok());
+  CHECK(config->listen == "0.0.0.0:9091");
+  CHECK(config->http_listen == ":9101");
+  CHECK(config->tls.client_auth == common::ClientAuth::kRequireAndVerify);
+  CHECK(config->tls.cert_file == "/var/lib/pi-agent/node.crt");
+  CHECK(config->gpio_backend == "libgpiod");
+  CHECK(config->gpio.allowed_lines.empty());
+  CHECK(config->exec.allowed_commands.empty());
+  CHECK(config->max_request_bytes == 1024 * 1024);
+}
+
+TEST_CASE("the example config shipped in deploy/config parses", "[agent_config]") {
+  auto config = LoadAgentConfig(std::string(PI_SOURCE_DIR) + "/deploy/config/agent.json");
+  REQUIRE(config.ok());
+  CHECK(config->gpio.allowed_lines.size() == 3);
+  CHECK(config->gpio.allowed_lines[0].line == "GPIO17");
+  CHECK(config->gpio.max_hold == std::chrono::hours(24));
+  CHECK(config->exec.max_timeout == std::chrono::minutes(5));
+}
+
+TEST_CASE("sections map onto the capability configs", "[agent_config]") {
+  const json document = json::parse(R"({
+    "node_name": "pi-07",
+    "tls": {"client_auth": "request"},
+    "grpc": {"max_request_bytes": 65536, "max_log_streams": 4},
+    "metrics": {"proc_root": "/host", "cpu_sample_interval": "250ms"},
+    "gpio": {"backend": "simulated", "chip": "pinctrl-rp1",
+             "allowed_lines": [{"line": 17, "mode": "output"}, {"line": "2-8"}]},
+    "exec": {"allowed_commands": ["/usr/bin/uptime"], "default_timeout": "2s",
+             "allowed_env": ["LANG"]},
+    "logs": {"files": {"app": "/var/log/app.log"}, "journald": false,
+             "follow_poll_interval": "50ms", "max_limit": 500}
+  })");
+  auto config = ParseAgentConfig(document);
+  REQUIRE(config.ok());
+  CHECK(config->node_name == "pi-07");
+  CHECK(config->tls.client_auth == common::ClientAuth::kRequest);
+  CHECK(config->max_request_bytes == 65536);
+  CHECK(config->max_log_streams == 4);
+  CHECK(config->collector.root == "/host");
+  CHECK(config->cpu_sampler.root == "/host");
+  CHECK(config->cpu_sampler.interval == std::chrono::milliseconds(250));
+  CHECK(config->gpio_backend == "simulated");
+  CHECK(config->gpio.chip == "pinctrl-rp1");
+  REQUIRE(config->gpio.allowed_lines.size() == 2);
+  CHECK(config->gpio.allowed_lines[0].line == "17");
+  CHECK(config->gpio.allowed_lines[1].mode == "any");
+  CHECK(config->exec.default_timeout == std::chrono::seconds(2));
+  CHECK(config->exec.allowed_env == std::vector<std::string>{"LANG"});
+  CHECK(config->logs.files == std::map<std::string, std::string>{{"app", "/var/log/app.log"}});
+  CHECK_FALSE(config->logs.journald);
+  CHECK(config->logs.follow_poll_interval == std::chrono::milliseconds(50));
+  CHECK(config->logs.max_limit == 500);
+}
+
+TEST_CASE("unknown keys are refused with their path", "[agent_config]") {
+  CHECK_THAT(ErrorOf({{"lisen", ":1"}}), Catch::StartsWith("lisen: unknown key"));
+  CHECK_THAT(ErrorOf(json::parse(R"({"gpio": {"allowed_lines": [{"line": 1, "mod": "x"}]}})")),
+             Catch::StartsWith("gpio.allowed_lines[0].mod: unknown key"));
+}
+
+TEST_CASE("bad values are refused naming the key", "[agent_config]") {
+  CHECK_THAT(ErrorOf({{"listen", "9091"}}), Catch::StartsWith("listen:"));
+  CHECK_THAT(ErrorOf({{"http_listen", "localhost:x"}}), Catch::StartsWith("http_listen:"));
+  CHECK_THAT(ErrorOf({{"log_level", "loud"}}), Catch::StartsWith("log_level: must be one of"));
+  CHECK_THAT(ErrorOf({{"tls", {{"client_auth", "maybe"}}}}),
+             Catch::StartsWith("tls.client_auth: must be one of"));
+  CHECK_THAT(ErrorOf({{"gpio", {{"backend", "sysfs"}}}}),
+             Catch::StartsWith("gpio.backend: must be one of libgpiod|simulated"));
+  CHECK_THAT(ErrorOf(json::parse(R"({"gpio": {"allowed_lines": [{"mode": "input"}]}})")),
+             Catch::StartsWith("gpio.allowed_lines[0].line: is required"));
+  CHECK_THAT(ErrorOf(json::parse(R"({"gpio": {"allowed_lines": [{"line": -3}]}})")),
+             Catch::StartsWith("gpio.allowed_lines[0].line: expected an offset"));
+  CHECK_THAT(ErrorOf({{"exec", {{"allowed_commands", {"uptime"}}}}}),
+             Catch::StartsWith("exec.allowed_commands: \"uptime\" must be an absolute path"));
+  CHECK_THAT(ErrorOf({{"exec", {{"allowed_commands", {"/usr/bin/../bin/rm"}}}}}),
+             Catch::Contains("must not contain"));
+  CHECK_THAT(ErrorOf({{"exec", {{"max_timeout", "-5s"}}}}),
+             Catch::StartsWith("exec.max_timeout: invalid duration"));
+  CHECK_THAT(ErrorOf({{"exec", {{"default_timeout", "10m"}, {"max_timeout", "1m"}}}}),
+             Catch::StartsWith("exec.default_timeout: must not exceed exec.max_timeout"));
+  CHECK_THAT(ErrorOf({{"exec", {{"max_concurrent", 0}}}}),
+             Catch::StartsWith("exec.max_concurrent: must be between 1 and 256"));
+  CHECK_THAT(ErrorOf({{"grpc", {{"max_request_bytes", 10}}}}),
+             Catch::StartsWith("grpc.max_request_bytes: must be between"));
+  CHECK_THAT(ErrorOf({{"metrics", {{"proc_root", "host"}}}}),
+             Catch::StartsWith("metrics.proc_root: \"host\" must be an absolute path"));
+  CHECK_THAT(ErrorOf({{"logs", {{"files", {{"app", 7}}}}}}),
+             Catch::StartsWith("logs.files.app: expected a string"));
+  CHECK_THAT(ErrorOf({{"logs", {{"follow_poll_interval", "1ms"}}}}),
+             Catch::StartsWith("logs.follow_poll_interval: must be between 10ms and 1m"));
+}
+
+TEST_CASE("a broken config file names the file", "[agent_config]") {
+  pi::testing::TempDir dir;
+  const auto path = dir.Write("agent.json", R"({"exec": {"max_concurrent": "four"}})");
+  auto config = LoadAgentConfig(path);
+  REQUIRE_FALSE(config.ok());
+  CHECK_THAT(std::string(config.status().message()),
+             Catch::StartsWith(path + ": exec.max_concurrent: expected an integer"));
+}
+
+}  // namespace
+}  // namespace pi::agent

@@ -4,6 +4,7 @@
 
 #include "common/config/json_config.h"
 #include "common/http/http_server.h"
+#include "common/system/paths.h"
 
 namespace pi::agent {
 namespace {
@@ -40,7 +41,7 @@ void RequireAbsolutePath(ConfigReader& reader, std::string_view key, const std::
   if (!path.empty() && path.front() != '/') {
     reader.Fail(key, fmt::format("\"{}\" must be an absolute path", path));
   }
-  if (path.find("/../") != std::string::npos || path.ends_with("/..")) {
+  if (common::HasDotDotComponent(path)) {
     reader.Fail(key, fmt::format("\"{}\" must not contain \"..\"", path));
   }
 }

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/system/child_process.h"
 #include "common/system/duration.h"
+#include "common/system/paths.h"
 
 namespace pi::agent::exec {
 namespace {
@@ -25,13 +26,6 @@ constexpr char kDefaultLang[] = "C.UTF-8";
 // After the leader exits, output it queued is still collected, but a descendant that keeps
 // writing must not keep the call alive: at most this many reads (64 KiB each) follow the exit.
 constexpr int kMaxReadsAfterExit = 40;
-
-bool HasDotDotComponent(const std::string& path) {
-  for (const auto& part : std::filesystem::path(path)) {
-    if (part == "..") return true;
-  }
-  return false;
-}
 
 // Resolves symlinks in the directory only; see ExecPolicy::allowed_commands for why.
 std::string CanonicalProgram(const std::string& path) {
@@ -102,7 +96,7 @@ absl::Status CommandExecutor::Validate(const CommandRequest& request) const {
     return absl::InvalidArgumentError(absl::StrCat(
         "argv[0] must be an absolute path (no PATH lookup is done), got \"", program, "\""));
   }
-  if (HasDotDotComponent(program)) {
+  if (common::HasDotDotComponent(program)) {
     return absl::InvalidArgumentError(absl::StrCat("argv[0] must not contain \"..\": ", program));
   }
   if (std::filesystem::path(program).filename().empty()) {
@@ -127,7 +121,7 @@ absl::Status CommandExecutor::Validate(const CommandRequest& request) const {
     if (cwd.find('\0') != std::string::npos) {
       return absl::InvalidArgumentError("working directory must not contain NUL bytes");
     }
-    if (HasDotDotComponent(cwd)) {
+    if (common::HasDotDotComponent(cwd)) {
       return absl::InvalidArgumentError(
           absl::StrCat("working directory must not contain \"..\": ", cwd));
     }

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/system/paths.h"
 #include "node-agent/logs/entry_matcher.h"
 #include "node-agent/logs/file_source.h"
 #include "node-agent/logs/journal_source.h"
@@ -13,13 +14,6 @@ namespace pi::agent::logs {
 namespace {
 
 constexpr size_t kMaxUnitLength = 256;
-
-bool HasDotDotComponent(const std::string& path) {
-  for (const auto& part : std::filesystem::path(path)) {
-    if (part == "..") return true;
-  }
-  return false;
-}
 
 // Unit names and the glob patterns journalctl --unit accepts.
 bool IsValidUnit(const std::string& unit) {
@@ -40,7 +34,7 @@ absl::StatusOr<LogStreamer> LogStreamer::Create(LogsConfig config, const common:
       return absl::InvalidArgumentError(
           absl::StrCat("logs.files: \"", name, "\" cannot name a file source (empty or reserved)"));
     }
-    if (path.empty() || path.front() != '/' || HasDotDotComponent(path)) {
+    if (path.empty() || path.front() != '/' || common::HasDotDotComponent(path)) {
       return absl::InvalidArgumentError(absl::StrCat("logs.files.", name, ": \"", path,
                                                      "\" must be an absolute path without \"..\""));
     }

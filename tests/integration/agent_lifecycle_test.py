@@ -1,0 +1,118 @@
+"""Integration test of pi-agent as a systemd service: READY/WATCHDOG/STOPPING notifications,
+graceful SIGTERM (open streams end, held GPIO lines are released), and the --insecure mode."""
+
+import json
+import os
+import threading
+import time
+import unittest
+
+import grpc
+from google.protobuf import empty_pb2
+
+import harness
+from picontroller.v1 import agent_pb2, agent_pb2_grpc
+
+AGENT_BIN = os.environ["PI_AGENT_BIN"]
+
+
+class AgentLifecycleTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = harness.TempDir("pi-agent-life-")
+        self.addCleanup(self.tmp.cleanup)
+        self.pki = harness.Pki(self.tmp.join("pki"))
+        self.pki.issue("agent", "node:life", server=True)
+        self.pki.issue("admin", "admin:ops")
+        self.log_file = self.tmp.join("app.log")
+        open(self.log_file, "w").close()
+
+    def start(self, *flags, env_extra=None, tls=True):
+        config = {
+            "listen": "127.0.0.1:0",
+            "http_listen": "",
+            "gpio": {"backend": "simulated", "allowed_lines": [{"line": 17, "mode": "output"}]},
+            "logs": {"files": {"app": self.log_file}, "follow_poll_interval": "50ms"},
+        }
+        if tls:
+            config["tls"] = {
+                "cert_file": self.pki.path("agent.crt"),
+                "key_file": self.pki.path("agent.key"),
+                "ca_file": self.pki.path("ca.crt"),
+            }
+        path = self.tmp.join("agent.json")
+        with open(path, "w") as f:
+            json.dump(config, f)
+        self.notify = harness.NotifySocket(self.tmp.join("notify.sock"))
+        self.addCleanup(self.notify.close)
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify.path, **(env_extra or {}))
+        ports = self.tmp.join("ports.json")
+        agent = harness.Daemon(
+            [AGENT_BIN, "--config", path, "--ports-file", ports, *flags],
+            ports,
+            self.tmp.join("agent.log"),
+            env=env,
+        )
+        self.addCleanup(lambda: agent.process.poll() is not None or agent.terminate())
+        return agent, f"127.0.0.1:{agent.ports['grpc']}"
+
+    def test_sigterm_ends_streams_releases_gpio_and_exits_zero(self):
+        agent, address = self.start()
+        stub = agent_pb2_grpc.NodeAgentStub(self.pki.channel(address, "admin"))
+        held = stub.ControlGPIO(
+            agent_pb2.GPIORequest(offset=17, action=agent_pb2.GPIO_ACTION_WRITE, value=1), timeout=5
+        )
+        self.assertTrue(held.held)
+
+        outcome = {}
+        stream = stub.StreamLogs(agent_pb2.LogFilter(source="app", follow=True), timeout=60)
+
+        def follow():
+            try:
+                for _ in stream:
+                    pass
+                outcome["code"] = grpc.StatusCode.OK
+            except grpc.RpcError as error:
+                outcome["code"] = error.code()
+
+        reader = threading.Thread(target=follow)
+        reader.start()
+        time.sleep(0.3)  # let the stream open on the agent
+
+        started = time.monotonic()
+        self.assertEqual(agent.terminate(timeout=10), 0, agent.log())
+        elapsed = time.monotonic() - started
+        reader.join(5)
+        self.assertFalse(reader.is_alive())
+        self.assertEqual(outcome.get("code"), grpc.StatusCode.UNAVAILABLE)
+        self.assertLess(elapsed, 8, "shutdown waited for the followed stream")
+        self.assertIn("released 1 GPIO line(s)", agent.log())
+        messages = "".join(self.notify.drain())
+        self.assertIn("READY=1", messages)
+        self.assertIn("STOPPING=1", messages)
+
+    def test_watchdog_is_pinged_at_half_the_interval(self):
+        self.start(env_extra={"WATCHDOG_USEC": "400000"})
+        pings = harness.wait_for(
+            lambda: [m for m in self.notify.drain() if m == "WATCHDOG=1"][2:] or None,
+            5,
+            "three WATCHDOG=1 pings",
+        )
+        self.assertTrue(pings)
+
+    def test_watchdog_for_another_pid_is_ignored(self):
+        self.start(env_extra={"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"})
+        harness.wait_for(lambda: any("READY=1" in m for m in self.notify.drain()), 5, "READY")
+        time.sleep(0.5)
+        self.assertNotIn("WATCHDOG=1", self.notify.drain())
+
+    def test_insecure_mode_serves_plaintext_and_warns(self):
+        agent, address = self.start("--insecure", tls=False)
+        stub = agent_pb2_grpc.NodeAgentStub(grpc.insecure_channel(address))
+        health = stub.HealthCheck(empty_pb2.Empty(), timeout=5)
+        self.assertTrue(health.version)
+        self.assertIn("--insecure", agent.log())
+        self.assertIn("NO authentication", agent.log())
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -10,7 +10,6 @@ namespace pi::agent {
 namespace {
 
 using common::ConfigReader;
-using std::chrono::duration_cast;
 using std::chrono::hours;
 using std::chrono::milliseconds;
 using std::chrono::nanoseconds;
@@ -22,7 +21,8 @@ void ReadMilliseconds(ConfigReader& reader, std::string_view key, milliseconds* 
                       nanoseconds min, nanoseconds max) {
   nanoseconds value = *out;
   reader.Read(key, &value, min, max);
-  *out = duration_cast<milliseconds>(value);
+  // Up, so that "500us" stays a positive bound instead of becoming 0 ("none").
+  *out = std::chrono::ceil<milliseconds>(value);
 }
 
 void ReadSize(ConfigReader& reader, std::string_view key, size_t* out, int64_t min, int64_t max) {

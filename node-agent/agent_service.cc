@@ -17,6 +17,9 @@ namespace pb = picontroller::v1;
 using std::chrono::milliseconds;
 using std::chrono::nanoseconds;
 
+// Longer holds are refused rather than risk overflowing "now + hold"; 0 means "until RELEASE".
+constexpr milliseconds kMaxHold = std::chrono::hours(24 * 366);
+
 void SetTimestamp(std::chrono::system_clock::time_point when, google::protobuf::Timestamp* out) {
   *out = common::ToProtoTimestamp(when);
 }
@@ -250,6 +253,10 @@ absl::StatusOr<gpio::GpioCommand> FromProto(const pb::GPIORequest& request) {
     if (command.hold < milliseconds(0)) {
       return absl::InvalidArgumentError("hold must not be negative");
     }
+    if (command.hold > kMaxHold) {
+      return absl::InvalidArgumentError(
+          "hold must be at most 366 days; use 0 to hold the line until RELEASE");
+    }
   }
   return command;
 }
@@ -319,6 +326,13 @@ void ToProto(const logs::LogEntry& entry, pb::LogEntry* out) {
   out->set_identifier(entry.identifier);
 }
 
+// A unary call refused before it started.
+class RefusedUnary : public grpc::ServerUnaryReactor {
+ public:
+  explicit RefusedUnary(const absl::Status& status) { Finish(common::ToGrpcStatus(status)); }
+  void OnDone() override { delete this; }
+};
+
 // A stream refused before it started.
 class RefusedStream : public grpc::ServerWriteReactor<pb::LogEntry> {
  public:
@@ -329,19 +343,25 @@ class RefusedStream : public grpc::ServerWriteReactor<pb::LogEntry> {
 }  // namespace
 
 // Runs the log core on a thread of its own and feeds its entries to gRPC one write at a time.
-class AgentService::LogStreamReactor : public grpc::ServerWriteReactor<pb::LogEntry> {
+class AgentService::LogStreamReactor : public grpc::ServerWriteReactor<pb::LogEntry>,
+                                       public CancellableCall {
  public:
-  LogStreamReactor(AgentService* service, logs::LogFilter filter)
-      : service_(service), filter_(std::move(filter)) {}
+  LogStreamReactor(AgentService* service, grpc::CallbackServerContext* context,
+                   logs::LogFilter filter)
+      : service_(service), context_(context), filter_(std::move(filter)) {}
 
-  void Begin() {
-    service_->blocking_.Run([this] { Pump(); });
+  absl::Status Begin() {
+    return service_->blocking_.Run([this] { Pump(); });
   }
 
-  // From the service on shutdown; the stream then ends with UNAVAILABLE.
-  void Shutdown() {
+  // Called under the service's lock, so before OnDone: the context is still valid.
+  void Shutdown() override {
     shutting_down_ = true;
     Cancel();
+    // A write stuck behind a client that stopped reading would hold the stream until the server's
+    // shutdown deadline; cancel the RPC instead. Otherwise the stream ends with UNAVAILABLE.
+    std::lock_guard lock(mu_);
+    if (writing_) context_->TryCancel();
   }
 
   void OnWriteDone(bool ok) override {
@@ -354,7 +374,7 @@ class AgentService::LogStreamReactor : public grpc::ServerWriteReactor<pb::LogEn
   void OnCancel() override { Cancel(); }
 
   void OnDone() override {
-    service_->Unregister(this);
+    service_->Unregister(this, service_->running_streams_);
     delete this;
   }
 
@@ -372,7 +392,9 @@ class AgentService::LogStreamReactor : public grpc::ServerWriteReactor<pb::LogEn
       std::unique_lock lock(mu_);
       changed_.wait(lock, [this] { return !writing_; });
     }
-    if (shutting_down_) status = absl::UnavailableError("pi-agent is shutting down");
+    if (shutting_down_ && status.code() == absl::StatusCode::kCancelled) {
+      status = absl::UnavailableError("pi-agent is shutting down");
+    }
     // Nothing may touch `this` after Finish: OnDone can delete it at once.
     Finish(common::ToGrpcStatus(status));
   }
@@ -389,14 +411,62 @@ class AgentService::LogStreamReactor : public grpc::ServerWriteReactor<pb::LogEn
   }
 
   AgentService* const service_;
+  grpc::CallbackServerContext* const context_;
   const logs::LogFilter filter_;
-  logs::CancelToken cancel_;
+  common::CancelToken cancel_;
   std::atomic<bool> shutting_down_{false};
   std::mutex mu_;
   std::condition_variable changed_;
   bool writing_ = false;
   bool broken_ = false;
   pb::LogEntry message_;
+};
+
+// Runs one command on a thread of its own; a client that cancels (or a deadline that passes)
+// kills the command's process group.
+class AgentService::CommandReactor : public grpc::ServerUnaryReactor, public CancellableCall {
+ public:
+  CommandReactor(AgentService* service, exec::CommandRequest command, std::string caller,
+                 pb::CommandResponse* response)
+      : service_(service),
+        command_(std::move(command)),
+        caller_(std::move(caller)),
+        response_(response) {}
+
+  absl::Status Begin() {
+    return service_->blocking_.Run([this] { Run(); });
+  }
+
+  void Shutdown() override { cancel_.Cancel(); }
+  void OnCancel() override { cancel_.Cancel(); }
+
+  void OnDone() override {
+    service_->Unregister(this, service_->running_commands_);
+    delete this;
+  }
+
+ private:
+  void Run() {
+    auto result = service_->executor_.Execute(command_, caller_, &cancel_);
+    if (result.ok()) {
+      response_->set_exit_code(result->exit_code);
+      response_->set_signal(result->signal);
+      response_->set_stdout(std::move(result->stdout_data));
+      response_->set_stderr(std::move(result->stderr_data));
+      response_->set_stdout_truncated(result->stdout_truncated);
+      response_->set_stderr_truncated(result->stderr_truncated);
+      *response_->mutable_duration() = common::ToProtoDuration(result->duration);
+      response_->set_timed_out(result->timed_out);
+    }
+    // Nothing may touch `this` after Finish: OnDone can delete it at once.
+    Finish(common::ToGrpcStatus(result.status()));
+  }
+
+  AgentService* const service_;
+  const exec::CommandRequest command_;
+  const std::string caller_;
+  pb::CommandResponse* const response_;
+  common::CancelToken cancel_;
 };
 
 AgentService::AgentService(Options options, metrics::SystemMetricsCollector& collector,
@@ -409,19 +479,32 @@ AgentService::AgentService(Options options, metrics::SystemMetricsCollector& col
       logs_(logs) {}
 
 AgentService::~AgentService() {
-  CancelStreams();
+  CancelAll();
   blocking_.WaitIdle();
 }
 
-void AgentService::CancelStreams() {
-  std::lock_guard lock(streams_mu_);
-  streams_closed_ = true;
-  for (auto* stream : streams_) stream->Shutdown();
+void AgentService::CancelAll() {
+  std::lock_guard lock(calls_mu_);
+  closed_ = true;
+  for (auto* call : calls_) call->Shutdown();
 }
 
-void AgentService::Unregister(LogStreamReactor* stream) {
-  std::lock_guard lock(streams_mu_);
-  streams_.erase(stream);
+absl::Status AgentService::Register(CancellableCall* call, int& running, int limit,
+                                    std::string_view kind) {
+  std::lock_guard lock(calls_mu_);
+  if (closed_) return absl::UnavailableError("pi-agent is shutting down");
+  if (running >= limit) {
+    return absl::ResourceExhaustedError(
+        fmt::format("{} {} already running; retry later", running, kind));
+  }
+  ++running;
+  calls_.insert(call);
+  return absl::OkStatus();
+}
+
+void AgentService::Unregister(CancellableCall* call, int& running) {
+  std::lock_guard lock(calls_mu_);
+  if (calls_.erase(call) > 0) --running;
 }
 
 absl::StatusOr<std::string> AgentService::Authorize(grpc::CallbackServerContext* context,
@@ -464,7 +547,8 @@ grpc::ServerUnaryReactor* AgentService::ControlGPIO(grpc::CallbackServerContext*
     auto command = FromProto(*request);
     if (!command.ok()) return command.status();
     auto result = gpio_.Execute(*command);
-    spdlog::info("gpio {} chip=\"{}\" line={} by {}: {}", gpio::GpioActionName(command->action),
+    // {:?} escapes client-supplied text so it cannot forge audit lines.
+    spdlog::info("gpio {} chip={:?} line={:?} by {}: {}", gpio::GpioActionName(command->action),
                  command->chip,
                  command->offset ? std::to_string(*command->offset) : command->line_name, *caller,
                  result.ok() ? "ok" : std::string(result.status().message()));
@@ -479,32 +563,21 @@ grpc::ServerUnaryReactor* AgentService::ControlGPIO(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* AgentService::ExecuteCommand(grpc::CallbackServerContext* context,
                                                        const pb::CommandRequest* request,
                                                        pb::CommandResponse* response) {
-  auto* reactor = context->DefaultReactor();
   auto caller = Authorize(context, "ExecuteCommand");
-  if (!caller.ok()) {
-    reactor->Finish(common::ToGrpcStatus(caller.status()));
-    return reactor;
-  }
+  if (!caller.ok()) return new RefusedUnary(caller.status());
   auto command = FromProto(*request);
-  if (!command.ok()) {
-    reactor->Finish(common::ToGrpcStatus(command.status()));
-    return reactor;
+  if (!command.ok()) return new RefusedUnary(command.status());
+  auto* reactor = new CommandReactor(this, *std::move(command), *std::move(caller), response);
+  auto started =
+      Register(reactor, running_commands_, options_.max_commands, "commands (exec.max_concurrent)");
+  if (started.ok()) {
+    started = reactor->Begin();
+    if (!started.ok()) Unregister(reactor, running_commands_);
   }
-  blocking_.Run(
-      [this, reactor, response, command = *std::move(command), caller = *std::move(caller)] {
-        auto result = executor_.Execute(command, caller);
-        if (result.ok()) {
-          response->set_exit_code(result->exit_code);
-          response->set_signal(result->signal);
-          response->set_stdout(std::move(result->stdout_data));
-          response->set_stderr(std::move(result->stderr_data));
-          response->set_stdout_truncated(result->stdout_truncated);
-          response->set_stderr_truncated(result->stderr_truncated);
-          *response->mutable_duration() = common::ToProtoDuration(result->duration);
-          response->set_timed_out(result->timed_out);
-        }
-        reactor->Finish(common::ToGrpcStatus(result.status()));
-      });
+  if (!started.ok()) {
+    delete reactor;
+    return new RefusedUnary(started);
+  }
   return reactor;
 }
 
@@ -514,21 +587,19 @@ grpc::ServerWriteReactor<pb::LogEntry>* AgentService::StreamLogs(
   if (!caller.ok()) return new RefusedStream(caller.status());
   auto filter = FromProto(*request);
   if (!filter.ok()) return new RefusedStream(filter.status());
-  LogStreamReactor* stream = nullptr;
-  {
-    std::lock_guard lock(streams_mu_);
-    if (streams_closed_)
-      return new RefusedStream(absl::UnavailableError("pi-agent is shutting down"));
-    if (static_cast<int>(streams_.size()) >= options_.max_log_streams) {
-      return new RefusedStream(absl::ResourceExhaustedError(fmt::format(
-          "{} log streams are already open (grpc.max_log_streams)", options_.max_log_streams)));
-    }
-    stream = new LogStreamReactor(this, *std::move(filter));
-    streams_.insert(stream);
+  auto* stream = new LogStreamReactor(this, context, *std::move(filter));
+  auto started = Register(stream, running_streams_, options_.max_log_streams,
+                          "log streams (grpc.max_log_streams)");
+  if (started.ok()) {
+    spdlog::info("log stream source={:?} follow={} opened by {}", request->source(),
+                 request->follow(), *caller);
+    started = stream->Begin();
+    if (!started.ok()) Unregister(stream, running_streams_);
   }
-  spdlog::info("log stream source=\"{}\" follow={} opened by {}", request->source(),
-               request->follow(), *caller);
-  stream->Begin();
+  if (!started.ok()) {
+    delete stream;
+    return new RefusedStream(started);
+  }
   return stream;
 }
 

@@ -37,17 +37,20 @@ class AgentService final : public picontroller::v1::NodeAgent::CallbackService {
     // Whether the listener verifies client certificates, so that their identities can be trusted.
     bool peer_verified = true;
     int max_log_streams = 16;
+    // Commands running at once (exec.max_concurrent): bounds the threads commands hold.
+    int max_commands = 4;
     std::function<std::vector<SubsystemHealth>()> health_checks;
   };
 
   AgentService(Options options, metrics::SystemMetricsCollector& collector,
                gpio::GpioController& gpio, exec::CommandExecutor& executor,
                logs::LogStreamer& logs);
-  // Waits for running commands and streams; call CancelStreams() first to end followed streams.
+  // Cancels what still runs and waits for it.
   ~AgentService() override;
 
-  // Ends every open log stream promptly (graceful shutdown).
-  void CancelStreams();
+  // Graceful shutdown: ends every open log stream (UNAVAILABLE) and kills every running command,
+  // and refuses new ones.
+  void CancelAll();
 
   grpc::ServerUnaryReactor* GetSystemMetrics(grpc::CallbackServerContext* context,
                                              const google::protobuf::Empty* request,
@@ -65,9 +68,18 @@ class AgentService final : public picontroller::v1::NodeAgent::CallbackService {
                                         picontroller::v1::HealthStatus* response) override;
 
  private:
+  // A call that holds one of our threads and can be ended early.
+  class CancellableCall {
+   public:
+    virtual ~CancellableCall() = default;
+    virtual void Shutdown() = 0;
+  };
   class LogStreamReactor;
+  class CommandReactor;
 
-  void Unregister(LogStreamReactor* stream);
+  // UNAVAILABLE after CancelAll, RESOURCE_EXHAUSTED when `limit` calls of `kind` already run.
+  absl::Status Register(CancellableCall* call, int& running, int limit, std::string_view kind);
+  void Unregister(CancellableCall* call, int& running);
   // The caller as written to audit logs, or PERMISSION_DENIED/UNAUTHENTICATED.
   absl::StatusOr<std::string> Authorize(grpc::CallbackServerContext* context,
                                         std::string_view method) const;
@@ -79,9 +91,11 @@ class AgentService final : public picontroller::v1::NodeAgent::CallbackService {
   logs::LogStreamer& logs_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
-  std::mutex streams_mu_;
-  std::set<LogStreamReactor*> streams_;
-  bool streams_closed_ = false;
+  std::mutex calls_mu_;
+  std::set<CancellableCall*> calls_;
+  int running_streams_ = 0;
+  int running_commands_ = 0;
+  bool closed_ = false;
   common::BlockingTasks blocking_;
 };
 

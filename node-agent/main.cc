@@ -91,7 +91,17 @@ int Fail(const absl::Status& status) {
   return 2;
 }
 
+// SIGTERM and SIGINT are taken synchronously by the run loop.
+sigset_t ShutdownSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  return signals;
+}
+
 int Run(const Flags& flags) {
+  const sigset_t signals = ShutdownSignals();
   auto loaded = LoadAgentConfig(flags.config_path);
   if (!loaded.ok()) return Fail(loaded.status());
   AgentConfig config = *std::move(loaded);
@@ -111,6 +121,15 @@ int Run(const Flags& flags) {
     if (!tls.ok()) return Fail(tls.status());
     credentials = *tls;
   }
+  // The cores validate their own sections; do it before anything starts, also for --check-config.
+  auto log_streamer = logs::LogStreamer::Create(config.logs);
+  if (!log_streamer.ok()) return Fail(log_streamer.status());
+  gpio::InMemoryGpioBackend policy_check_backend;
+  if (auto policy =
+          gpio::GpioController::Create(config.gpio, policy_check_backend, common::RealClock());
+      !policy.ok()) {
+    return Fail(policy.status());
+  }
   if (flags.check_config) {
     std::printf("pi-agent: %s is valid\n", flags.config_path.c_str());
     return 0;
@@ -124,13 +143,6 @@ int Run(const Flags& flags) {
         "network. ***",
         config.listen);
   }
-
-  // Signals are taken synchronously by the run loop; every thread inherits this mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   metrics::CpuSampler sampler(config.cpu_sampler);
   if (auto status = sampler.Start(); !status.ok()) return Fail(status);
@@ -150,8 +162,6 @@ int Run(const Flags& flags) {
   }
 
   exec::CommandExecutor executor(config.exec);
-  auto log_streamer = logs::LogStreamer::Create(config.logs);
-  if (!log_streamer.ok()) return Fail(log_streamer.status());
 
   AgentService::Options service_options;
   service_options.version = PI_VERSION;
@@ -159,6 +169,7 @@ int Run(const Flags& flags) {
   service_options.insecure = flags.insecure;
   service_options.peer_verified = common::VerifiesClientCertificates(config.tls.client_auth);
   service_options.max_log_streams = config.max_log_streams;
+  service_options.max_commands = config.exec.max_concurrent;
   service_options.health_checks = [&config, &sampler, &gpio] {
     return CheckHealth(config, sampler, **gpio);
   };
@@ -182,16 +193,17 @@ int Run(const Flags& flags) {
     metrics::WriteNodeExporterMetrics(collector.Collect(), writer);
     return common::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", writer.text()};
   });
+  // Unauthenticated, so it names failing subsystems but no details (paths, commands): those are
+  // in the authenticated HealthCheck RPC.
   http.Handle("GET", "/healthz", [&service_options](const common::HttpRequest&) {
-    std::string body;
-    bool all_ok = true;
+    std::vector<std::string> failing;
     for (const auto& check : service_options.health_checks()) {
-      all_ok &= check.ok;
-      body += fmt::format("{} {}: {}\n", check.name, check.ok ? "ok" : "FAIL", check.detail);
+      if (!check.ok) failing.push_back(check.name);
     }
-    // Degraded subsystems are reported but the process is alive and serving: 200 either way.
-    return common::HttpResponse{200, "text/plain; charset=utf-8",
-                                fmt::format("{}\n{}", all_ok ? "ok" : "degraded", body)};
+    // Degraded subsystems are reported, but the process is alive and serving: 200 either way.
+    return common::HttpResponse{
+        200, "text/plain; charset=utf-8",
+        failing.empty() ? "ok\n" : fmt::format("degraded: {}\n", fmt::join(failing, ", "))};
   });
   int http_port = 0;
   if (!config.http_listen.empty()) {
@@ -245,7 +257,7 @@ int Run(const Flags& flags) {
   spdlog::info("received {}, shutting down", strsignal(received));
   common::SdNotify("STOPPING=1").IgnoreError();
   server->GetHealthCheckService()->SetServingStatus(false);
-  service.CancelStreams();
+  service.CancelAll();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   http.Stop();
   const size_t released = (*gpio)->ReleaseAll();
@@ -258,6 +270,10 @@ int Run(const Flags& flags) {
 }  // namespace pi::agent
 
 int main(int argc, char** argv) {
+  // Before any thread exists (gRPC starts some as soon as credentials are made), so every thread
+  // inherits the mask and a shutdown signal can only reach the run loop.
+  const sigset_t signals = pi::agent::ShutdownSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   pi::agent::Flags flags;
   CLI::App app{"pi-agent: the Pi-Controller node agent (NodeAgent gRPC service)"};
   app.add_option("-c,--config", flags.config_path, "Configuration file")->capture_default_str();

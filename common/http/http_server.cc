@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -55,10 +56,23 @@ namespace {
 
 using Routes = std::map<std::pair<std::string, std::string>, HttpHandler>;
 
+// How long a client may take to send one request: slow or idle clients must not hold
+// connections (and file descriptors) for long.
+constexpr auto kRequestTimeout = std::chrono::seconds(10);
+// After a failed accept (EMFILE, ENFILE...) the next try waits this long instead of spinning.
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(200);
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, const Routes& routes, size_t max_body_bytes)
-      : stream_(std::move(socket)), routes_(routes), max_body_bytes_(max_body_bytes) {}
+  Session(tcp::socket socket, const Routes& routes, size_t max_body_bytes,
+          std::atomic<int>& open_sessions)
+      : stream_(std::move(socket)),
+        routes_(routes),
+        max_body_bytes_(max_body_bytes),
+        open_sessions_(open_sessions) {
+    ++open_sessions_;
+  }
+  ~Session() { --open_sessions_; }
 
   void Start() { ReadRequest(); }
 
@@ -67,7 +81,7 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->header_limit(16 * 1024);
     parser_->body_limit(max_body_bytes_);
-    stream_.expires_after(std::chrono::seconds(30));
+    stream_.expires_after(kRequestTimeout);
     http::async_read(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code error, size_t) { self->OnRead(error); });
@@ -117,7 +131,13 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       return Respond(404, "not found");
     }
-    HttpResponse response = route->second(request);
+    HttpResponse response;
+    try {
+      response = route->second(request);
+    } catch (const std::exception& error) {
+      spdlog::error("http handler for {} failed: {}", request.path, error.what());
+      return Respond(500, "internal error");
+    }
     if (head) response.body.clear();
     return response;
   }
@@ -147,31 +167,47 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   const Routes& routes_;
   size_t max_body_bytes_;
+  std::atomic<int>& open_sessions_;
 };
 
 }  // namespace
 
 struct HttpServer::Impl {
-  explicit Impl(Options opts) : options(opts), acceptor(io) {}
+  explicit Impl(Options opts) : options(opts), acceptor(io), backoff(io) {}
 
   void Accept() {
     acceptor.async_accept([this](beast::error_code error, tcp::socket socket) {
+      if (error == asio::error::operation_aborted) return;
       if (error) {
-        if (error != asio::error::operation_aborted) {
-          spdlog::warn("http accept failed: {}", error.message());
-          Accept();
-        }
+        // Typically out of file descriptors: log once per streak and retry later, not at once.
+        if (!accept_failing) spdlog::warn("http accept failed: {}; retrying", error.message());
+        accept_failing = true;
+        backoff.expires_after(kAcceptBackoff);
+        backoff.async_wait([this](beast::error_code wait_error) {
+          if (!wait_error) Accept();
+        });
         return;
       }
-      std::make_shared<Session>(std::move(socket), routes, options.max_body_bytes)->Start();
+      accept_failing = false;
+      if (open_sessions.load() >= options.max_connections) {
+        // Over the cap: close at once rather than let idle clients pile up.
+        beast::error_code ignored;
+        socket.close(ignored);
+      } else {
+        std::make_shared<Session>(std::move(socket), routes, options.max_body_bytes, open_sessions)
+            ->Start();
+      }
       Accept();
     });
   }
 
   Options options;
   Routes routes;
+  std::atomic<int> open_sessions{0};
+  bool accept_failing = false;
   asio::io_context io;
   tcp::acceptor acceptor;
+  asio::steady_timer backoff;
   std::thread thread;
 };
 
@@ -213,6 +249,7 @@ void HttpServer::Stop() {
   asio::post(impl_->io, [this] {
     beast::error_code ignored;
     impl_->acceptor.close(ignored);
+    impl_->backoff.cancel();
     impl_->io.stop();
   });
   impl_->thread.join();

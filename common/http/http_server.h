@@ -46,6 +46,8 @@ class HttpServer {
  public:
   struct Options {
     size_t max_body_bytes = 1024 * 1024;
+    // Connections open at once; more are closed as soon as they are accepted.
+    int max_connections = 64;
   };
 
   HttpServer();

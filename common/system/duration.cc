@@ -2,9 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <cmath>
-#include <limits>
-
 namespace pi::common {
 namespace {
 
@@ -27,18 +24,34 @@ absl::StatusOr<std::chrono::nanoseconds> ParseDuration(std::string_view text) {
   const std::string quoted = fmt::format("\"{}\"", text);
   if (text == "0") return std::chrono::nanoseconds(0);
   if (text.empty()) return absl::InvalidArgumentError("empty duration");
-  long double total = 0;
+  const auto too_large = [&] {
+    return absl::InvalidArgumentError(fmt::format("duration {} is too large", quoted));
+  };
+  // Integer arithmetic with overflow checks throughout: durations come from clients too.
+  int64_t total = 0;
   size_t pos = 0;
   while (pos < text.size()) {
-    const size_t start = pos;
-    bool seen_dot = false;
-    while (pos < text.size() &&
-           ((text[pos] >= '0' && text[pos] <= '9') || (text[pos] == '.' && !seen_dot))) {
-      seen_dot |= text[pos] == '.';
-      ++pos;
+    int64_t whole = 0;
+    int64_t fraction = 0;
+    int64_t fraction_scale = 1;
+    bool digits = false;
+    bool overflow = false;
+    for (; pos < text.size() && text[pos] >= '0' && text[pos] <= '9'; ++pos) {
+      digits = true;
+      overflow |= __builtin_mul_overflow(whole, 10, &whole) ||
+                  __builtin_add_overflow(whole, text[pos] - '0', &whole);
     }
-    const std::string_view number = text.substr(start, pos - start);
-    if (number.empty() || number == ".") {
+    if (pos < text.size() && text[pos] == '.') {
+      for (++pos; pos < text.size() && text[pos] >= '0' && text[pos] <= '9'; ++pos) {
+        digits = true;
+        // Digits past nanosecond precision of the largest unit cannot change the result.
+        if (fraction_scale < 1'000'000'000'000'000) {
+          fraction = fraction * 10 + (text[pos] - '0');
+          fraction_scale *= 10;
+        }
+      }
+    }
+    if (!digits) {
       return absl::InvalidArgumentError(fmt::format(
           "invalid duration {}: expected a number such as \"30s\" or \"1h30m\"", quoted));
     }
@@ -50,18 +63,21 @@ absl::StatusOr<std::chrono::nanoseconds> ParseDuration(std::string_view text) {
       }
     }
     if (unit == nullptr) {
-      return absl::InvalidArgumentError(
-          fmt::format("invalid duration {}: missing or unknown unit (ns, us, ms, s, "
-                      "m or h)",
-                      quoted));
+      return absl::InvalidArgumentError(fmt::format(
+          "invalid duration {}: missing or unknown unit (ns, us, ms, s, m or h)", quoted));
     }
     pos += unit->suffix.size();
-    total += std::stold(std::string(number)) * unit->nanos;
+    int64_t nanos = 0;
+    if (overflow || __builtin_mul_overflow(whole, unit->nanos, &nanos) ||
+        __builtin_add_overflow(
+            nanos,
+            static_cast<int64_t>(static_cast<__int128>(fraction) * unit->nanos / fraction_scale),
+            &nanos) ||
+        __builtin_add_overflow(total, nanos, &total)) {
+      return too_large();
+    }
   }
-  if (total > static_cast<long double>(std::numeric_limits<int64_t>::max())) {
-    return absl::InvalidArgumentError(fmt::format("duration {} is too large", quoted));
-  }
-  return std::chrono::nanoseconds(static_cast<int64_t>(std::llround(total)));
+  return std::chrono::nanoseconds(total);
 }
 
 std::string FormatDuration(std::chrono::nanoseconds duration) {

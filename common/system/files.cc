@@ -11,7 +11,10 @@ namespace pi::common {
 
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents, int mode) {
   const std::string temp = fmt::format("{}.tmp.{}", path, getpid());
-  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  // A leftover from a crashed run of this pid is ours to replace; O_EXCL|O_NOFOLLOW then makes
+  // sure nobody can slip a symlink in its place.
+  unlink(temp.c_str());
+  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
   if (fd < 0) {
     return absl::InternalError(fmt::format("cannot create {}: {}", temp, std::strerror(errno)));
   }
@@ -27,8 +30,11 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
     }
     written += static_cast<size_t>(n);
   }
-  if (fsync(fd) != 0 || close(fd) != 0) {
-    const int saved = errno;
+  const bool synced = fsync(fd) == 0;
+  const int sync_errno = errno;
+  const bool closed = close(fd) == 0;
+  if (!synced || !closed) {
+    const int saved = synced ? errno : sync_errno;
     unlink(temp.c_str());
     return absl::InternalError(fmt::format("cannot flush {}: {}", temp, std::strerror(saved)));
   }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <system_error>
 #include <utility>
 
@@ -138,7 +139,8 @@ absl::StatusOr<std::string> CommandExecutor::ResolveAllowed(const std::string& p
 }
 
 absl::StatusOr<CommandResult> CommandExecutor::Execute(const CommandRequest& request,
-                                                       std::string_view caller) {
+                                                       std::string_view caller,
+                                                       common::CancelToken* cancel) {
   auto reject = [&](absl::Status status) {
     spdlog::warn("exec rejected: caller={} argv={} reason={}", caller, AuditArgv(request.argv),
                  std::string(status.message()));
@@ -173,7 +175,7 @@ absl::StatusOr<CommandResult> CommandExecutor::Execute(const CommandRequest& req
     }
     ++running_;
   }
-  absl::StatusOr<CommandResult> result = Run(request, *executable);
+  absl::StatusOr<CommandResult> result = Run(request, *executable, cancel);
   {
     std::lock_guard lock(mu_);
     --running_;
@@ -189,7 +191,8 @@ absl::StatusOr<CommandResult> CommandExecutor::Execute(const CommandRequest& req
 }
 
 absl::StatusOr<CommandResult> CommandExecutor::Run(const CommandRequest& request,
-                                                   const std::string& executable) {
+                                                   const std::string& executable,
+                                                   common::CancelToken* cancel) {
   // Later entries win, so an allowed PATH or LANG from the request replaces the default.
   std::map<std::string, std::string> env_map = {
       {"PATH", kDefaultPath},
@@ -212,6 +215,8 @@ absl::StatusOr<CommandResult> CommandExecutor::Run(const CommandRequest& request
   absl::StatusOr<std::unique_ptr<ChildProcess>> spawned = ChildProcess::Spawn(options);
   if (!spawned.ok()) return spawned.status();
   ChildProcess& child = **spawned;
+  std::optional<common::CancelToken::Registration> wake_on_cancel;
+  if (cancel != nullptr) wake_on_cancel.emplace(cancel->OnCancel([&child] { child.Wake(); }));
 
   CommandResult result;
   std::string out_chunk;
@@ -225,6 +230,13 @@ absl::StatusOr<CommandResult> CommandExecutor::Run(const CommandRequest& request
   while (!exited && !result.timed_out) {
     absl::StatusOr<ChildProcess::Event> event = child.Read(deadline, &out_chunk, &err_chunk);
     if (!event.ok()) return event.status();
+    if (cancel != nullptr && cancel->cancelled()) {
+      child.KillGroup();
+      child.Wait().IgnoreError();
+      return absl::CancelledError(
+          "the command was cancelled (the caller went away or pi-agent is stopping); its "
+          "process group was killed");
+    }
     keep();
     if (*event == ChildProcess::Event::kExited || child.LeaderExited()) {
       exited = true;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/system/cancel_token.h"
 
 namespace pi::agent::exec {
 
@@ -70,14 +71,18 @@ class CommandExecutor {
   // PERMISSION_DENIED: executable or environment variable not allowed by the policy.
   // RESOURCE_EXHAUSTED: max_concurrent commands are already running.
   // NOT_FOUND / FAILED_PRECONDITION: the allowed executable is missing or cannot be executed.
+  // CANCELLED: `cancel` fired (the caller went away or the agent is stopping); the command's
+  //   process group has been killed.
   // A command that fails or times out is still OK: see exit_code, signal and timed_out.
-  absl::StatusOr<CommandResult> Execute(const CommandRequest& request, std::string_view caller);
+  absl::StatusOr<CommandResult> Execute(const CommandRequest& request, std::string_view caller,
+                                        common::CancelToken* cancel = nullptr);
 
  private:
   // The path to execute (directory symlinks resolved) when argv[0] is allowed.
   absl::StatusOr<std::string> ResolveAllowed(const std::string& program) const;
   absl::Status Validate(const CommandRequest& request) const;
-  absl::StatusOr<CommandResult> Run(const CommandRequest& request, const std::string& executable);
+  absl::StatusOr<CommandResult> Run(const CommandRequest& request, const std::string& executable,
+                                    common::CancelToken* cancel);
 
   const ExecPolicy policy_;
   std::mutex mu_;

@@ -1,10 +1,14 @@
 #include "node-agent/logs/entry_matcher.h"
 
-#include <string_view>
-
-#include "absl/strings/str_cat.h"
+#include <fmt/format.h>
 
 namespace pi::agent::logs {
+namespace {
+
+// Bounds the memory one compiled client pattern may take.
+constexpr int64_t kMaxRegexProgramBytes = 1 << 20;
+
+}  // namespace
 
 absl::StatusOr<EntryMatcher> EntryMatcher::Create(const LogFilter& filter) {
   EntryMatcher matcher;
@@ -12,35 +16,25 @@ absl::StatusOr<EntryMatcher> EntryMatcher::Create(const LogFilter& filter) {
   matcher.substring_ = filter.substring;
   if (filter.regex.empty()) return matcher;
   if (filter.regex.size() > kMaxRegexLength) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "regex is ", filter.regex.size(), " bytes; at most ", kMaxRegexLength, " are accepted"));
+    return absl::InvalidArgumentError(fmt::format("regex is {} bytes; at most {} are accepted",
+                                                  filter.regex.size(), kMaxRegexLength));
   }
-  try {
-    // __polynomial (a documented libstdc++ extension) selects the breadth-first matcher: no
-    // exponential backtracking and no recursion as deep as the line is long, either of which a
-    // client's pattern could otherwise use to stall or crash the agent.
-    matcher.regex_.emplace(filter.regex,
-                           std::regex::ECMAScript | std::regex_constants::__polynomial);
-    // Back-references are only refused once matching starts; find out now.
-    std::regex_search(std::string_view().begin(), std::string_view().end(), *matcher.regex_);
-  } catch (const std::regex_error& e) {
+  RE2::Options options;
+  options.set_log_errors(false);
+  options.set_max_mem(kMaxRegexProgramBytes);
+  auto regex = std::make_shared<const re2::RE2>(filter.regex, options);
+  if (!regex->ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("invalid regex \"", filter.regex, "\": ", e.what()));
+        fmt::format("invalid regex \"{}\" (RE2 syntax): {}", filter.regex, regex->error()));
   }
+  matcher.regex_ = std::move(regex);
   return matcher;
 }
 
-absl::StatusOr<bool> EntryMatcher::Matches(const LogEntry& entry) const {
+bool EntryMatcher::Matches(const LogEntry& entry) const {
   if (since_ && entry.timestamp < *since_) return false;
   if (!substring_.empty() && entry.message.find(substring_) == std::string::npos) return false;
-  if (!regex_) return true;
-  std::string_view subject = entry.message;
-  subject = subject.substr(0, kMaxRegexSubject);
-  try {
-    return std::regex_search(subject.begin(), subject.end(), *regex_);
-  } catch (const std::regex_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat("regex could not be evaluated: ", e.what()));
-  }
+  return regex_ == nullptr || RE2::PartialMatch(entry.message, *regex_);
 }
 
 }  // namespace pi::agent::logs

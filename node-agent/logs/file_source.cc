@@ -77,7 +77,7 @@ class LineSplitter {
 class FileFollower {
  public:
   FileFollower(const FileStreamOptions& options, const EntryMatcher& matcher, const EmitFn& emit,
-               CancelToken& cancel)
+               common::CancelToken& cancel)
       : options_(options), matcher_(matcher), emit_(emit), cancel_(cancel) {}
 
   FileFollower(const FileFollower&) = delete;
@@ -158,9 +158,7 @@ class FileFollower {
     entry.hostname = std::move(header.hostname);
     entry.identifier = std::move(header.identifier);
     entry.pid = header.pid;
-    absl::StatusOr<bool> matches = matcher_.Matches(entry);
-    if (!matches.ok()) status_ = matches.status();
-    if (!matches.ok() || !*matches) return std::nullopt;
+    if (!matcher_.Matches(entry)) return std::nullopt;
     return entry;
   }
 
@@ -168,7 +166,6 @@ class FileFollower {
   LineFn EmitLines(system_clock::time_point fallback) {
     return [this, fallback](std::string_view line) {
       std::optional<LogEntry> entry = ToEntry(line, fallback);
-      if (!status_.ok()) return false;
       return !entry || emit_(*entry);
     };
   }
@@ -306,7 +303,7 @@ class FileFollower {
   const FileStreamOptions& options_;
   const EntryMatcher& matcher_;
   const EmitFn& emit_;
-  CancelToken& cancel_;
+  common::CancelToken& cancel_;
   absl::Status status_;
   int fd_ = -1;
   dev_t dev_ = 0;
@@ -318,7 +315,7 @@ class FileFollower {
 }  // namespace
 
 absl::Status StreamFile(const FileStreamOptions& options, const EntryMatcher& matcher,
-                        const EmitFn& emit, CancelToken& cancel) {
+                        const EmitFn& emit, common::CancelToken& cancel) {
   FileFollower follower(options, matcher, emit, cancel);
   return follower.Run();
 }

@@ -6,7 +6,7 @@
 
 #include "absl/status/status.h"
 #include "common/system/clock.h"
-#include "node-agent/logs/cancel_token.h"
+#include "common/system/cancel_token.h"
 #include "node-agent/logs/entry_matcher.h"
 #include "node-agent/logs/log_streamer.h"
 
@@ -28,6 +28,6 @@ inline constexpr size_t kMaxFileLineBytes = 64 * 1024;
 // waits for its newline; when the path starts naming a new file (rotation) the old one is read to
 // its end first, and when the file shrinks below what was read (truncation) reading restarts at 0.
 absl::Status StreamFile(const FileStreamOptions& options, const EntryMatcher& matcher,
-                        const EmitFn& emit, CancelToken& cancel);
+                        const EmitFn& emit, common::CancelToken& cancel);
 
 }  // namespace pi::agent::logs

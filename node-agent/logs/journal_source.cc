@@ -63,7 +63,7 @@ absl::Status Unavailable(const std::string& path, const std::string& why) {
 
 class JournalctlRun {
  public:
-  JournalctlRun(const std::string& path, CancelToken& cancel) : path_(path), cancel_(cancel) {}
+  JournalctlRun(const std::string& path, common::CancelToken& cancel) : path_(path), cancel_(cancel) {}
 
   // Runs journalctl with `argv` and passes each entry to `on_record` until journalctl exits or
   // `on_record` returns false (then OK). CANCELLED when the token fires.
@@ -76,7 +76,7 @@ class JournalctlRun {
     if (!spawned.ok()) return Unavailable(path_, std::string(spawned.status().message()));
     ChildProcess& child = **spawned;
     // A poll() on the pipe does not see the condition variable; waking the child reader does.
-    CancelToken::Registration wake = cancel_.OnCancel([&child] { child.Wake(); });
+    common::CancelToken::Registration wake = cancel_.OnCancel([&child] { child.Wake(); });
 
     absl::Status status = Pump(child, on_record);
     child.KillGroup();
@@ -144,7 +144,7 @@ class JournalctlRun {
   }
 
   const std::string& path_;
-  CancelToken& cancel_;
+  common::CancelToken& cancel_;
   std::string stderr_;
   bool stopped_ = false;
   bool skipping_ = false;
@@ -154,7 +154,7 @@ class JournalctlRun {
 class JournalStream {
  public:
   JournalStream(const std::string& path, const LogFilter& filter, const EntryMatcher& matcher,
-                const EmitFn& emit, CancelToken& cancel, const common::Clock& clock)
+                const EmitFn& emit, common::CancelToken& cancel, const common::Clock& clock)
       : path_(path),
         filter_(filter),
         matcher_(matcher),
@@ -204,14 +204,8 @@ class JournalStream {
     absl::Status status =
         run.Run(JournalctlArgv(path_, filter_, query), [&](JournalRecord&& record) {
           if (last_cursor != nullptr && !record.cursor.empty()) *last_cursor = record.cursor;
-          absl::StatusOr<bool> matches = matcher_.Matches(record.entry);
-          if (!matches.ok()) {
-            match_error_ = matches.status();
-            return false;
-          }
-          return !*matches || on_match(std::move(record));
+          return !matcher_.Matches(record.entry) || on_match(std::move(record));
         });
-    if (!match_error_.ok()) return match_error_;
     return status;
   }
 
@@ -251,9 +245,8 @@ class JournalStream {
   const LogFilter& filter_;
   const EntryMatcher& matcher_;
   const EmitFn& emit_;
-  CancelToken& cancel_;
+  common::CancelToken& cancel_;
   const common::Clock& clock_;
-  absl::Status match_error_;
   // emit_ returned false: the stream ends with OK.
   bool stopped_ = false;
 };
@@ -261,7 +254,7 @@ class JournalStream {
 }  // namespace
 
 absl::Status StreamJournal(const std::string& journalctl_path, const LogFilter& filter,
-                           const EntryMatcher& matcher, const EmitFn& emit, CancelToken& cancel,
+                           const EntryMatcher& matcher, const EmitFn& emit, common::CancelToken& cancel,
                            const common::Clock& clock) {
   JournalStream stream(journalctl_path, filter, matcher, emit, cancel, clock);
   return stream.Run();

@@ -4,7 +4,7 @@
 
 #include "absl/status/status.h"
 #include "common/system/clock.h"
-#include "node-agent/logs/cancel_token.h"
+#include "common/system/cancel_token.h"
 #include "node-agent/logs/entry_matcher.h"
 #include "node-agent/logs/log_streamer.h"
 
@@ -15,7 +15,7 @@ namespace pi::agent::logs {
 // of a filtered backlog is kept here, because journalctl --lines counts entries before our
 // filters. UNAVAILABLE when journalctl is missing or fails.
 absl::Status StreamJournal(const std::string& journalctl_path, const LogFilter& filter,
-                           const EntryMatcher& matcher, const EmitFn& emit, CancelToken& cancel,
+                           const EntryMatcher& matcher, const EmitFn& emit, common::CancelToken& cancel,
                            const common::Clock& clock);
 
 }  // namespace pi::agent::logs

@@ -61,7 +61,7 @@ std::vector<std::string> LogStreamer::SourceNames() const {
 }
 
 absl::Status LogStreamer::Stream(const LogFilter& filter, const EmitFn& emit,
-                                 CancelToken& cancel) const {
+                                 common::CancelToken& cancel) const {
   if (filter.limit < 0) return absl::InvalidArgumentError("limit must not be negative");
   if (config_.max_limit > 0 && filter.limit > config_.max_limit) {
     return absl::InvalidArgumentError(absl::StrCat("limit ", filter.limit,

@@ -12,7 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/system/clock.h"
-#include "node-agent/logs/cancel_token.h"
+#include "common/system/cancel_token.h"
 
 namespace pi::agent::logs {
 
@@ -42,7 +42,7 @@ struct LogFilter {
   std::optional<int> max_priority;
   // Plain text the message must contain.
   std::string substring;
-  // ECMAScript regular expression searched for in the message (its first 4 KiB).
+  // RE2 regular expression searched for in the message (EntryMatcher explains why RE2).
   std::string regex;
   // 0 = no limit. Otherwise only the last `limit` matching entries that already exist are sent,
   // as tail -n does; with `follow`, every new matching entry is sent after them.
@@ -86,7 +86,7 @@ class LogStreamer {
   // INVALID_ARGUMENT for a bad filter; NOT_FOUND for an unknown source or a missing file;
   // FAILED_PRECONDITION when the agent may not read the file; UNAVAILABLE when journalctl is
   // missing or fails.
-  absl::Status Stream(const LogFilter& filter, const EmitFn& emit, CancelToken& cancel) const;
+  absl::Status Stream(const LogFilter& filter, const EmitFn& emit, common::CancelToken& cancel) const;
 
  private:
   LogStreamer(LogsConfig config, const common::Clock& clock)

@@ -89,11 +89,15 @@ absl::StatusOr<FsUsage> RealStatvfs(const std::string& mount_point) {
 }
 
 const std::set<std::string>& DefaultExcludedFsTypes() {
+  // Pseudo and in-memory filesystems, plus network filesystems: statvfs on a hung NFS or CIFS
+  // server blocks without a timeout, and one stuck mount must not wedge every metrics call.
   static const std::set<std::string> types = {
-      "autofs",     "binfmt_misc", "bpf",       "cgroup",   "cgroup2", "configfs",  "debugfs",
-      "devpts",     "devtmpfs",    "efivarfs",  "erofs",    "fusectl", "hugetlbfs", "iso9660",
-      "mqueue",     "nsfs",        "overlay",   "proc",     "procfs",  "pstore",    "ramfs",
-      "rpc_pipefs", "securityfs",  "selinuxfs", "squashfs", "sysfs",   "tmpfs",     "tracefs",
+      "9p",        "ceph",    "cifs",       "fuse.sshfs",  "glusterfs", "nfs",      "nfs4",
+      "smb3",      "smbfs",   "autofs",     "binfmt_misc", "bpf",       "cgroup",   "cgroup2",
+      "configfs",  "debugfs", "devpts",     "devtmpfs",    "efivarfs",  "erofs",    "fusectl",
+      "hugetlbfs", "iso9660", "mqueue",     "nsfs",        "overlay",   "proc",     "procfs",
+      "pstore",    "ramfs",   "rpc_pipefs", "securityfs",  "selinuxfs", "squashfs", "sysfs",
+      "tmpfs",     "tracefs",
   };
   return types;
 }

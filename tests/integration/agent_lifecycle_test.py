@@ -32,6 +32,7 @@ class AgentLifecycleTest(unittest.TestCase):
             "http_listen": "",
             "gpio": {"backend": "simulated", "allowed_lines": [{"line": 17, "mode": "output"}]},
             "logs": {"files": {"app": self.log_file}, "follow_poll_interval": "50ms"},
+            "exec": {"allowed_commands": ["/bin/sleep"], "max_timeout": "15m"},
         }
         if tls:
             config["tls"] = {
@@ -89,6 +90,29 @@ class AgentLifecycleTest(unittest.TestCase):
         messages = "".join(self.notify.drain())
         self.assertIn("READY=1", messages)
         self.assertIn("STOPPING=1", messages)
+
+    def test_sigterm_during_a_long_command_kills_it_and_exits_promptly(self):
+        agent, address = self.start()
+        stub = agent_pb2_grpc.NodeAgentStub(self.pki.channel(address, "admin"))
+        outcome = {}
+
+        def run():
+            try:
+                stub.ExecuteCommand(
+                    agent_pb2.CommandRequest(argv=["/bin/sleep", "600"]), timeout=120
+                )
+                outcome["code"] = grpc.StatusCode.OK
+            except grpc.RpcError as error:
+                outcome["code"] = error.code()
+
+        caller = threading.Thread(target=run)
+        caller.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        self.assertEqual(agent.terminate(timeout=10), 0, agent.log())
+        self.assertLess(time.monotonic() - started, 8)
+        caller.join(5)
+        self.assertIn(outcome.get("code"), (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE))
 
     def test_watchdog_is_pinged_at_half_the_interval(self):
         self.start(env_extra={"WATCHDOG_USEC": "400000"})

@@ -232,6 +232,15 @@ class AgentTest(unittest.TestCase):
             lambda: self.gpio(offset=17), grpc.StatusCode.INVALID_ARGUMENT, "action"
         )
         self.assertCode(
+            lambda: self.gpio(
+                offset=17,
+                action=agent_pb2.GPIO_ACTION_WRITE,
+                value=1,
+                hold=duration_pb2.Duration(seconds=250 * 365 * 86400),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT, "366 days",
+        )
+        self.assertCode(
             lambda: self.gpio(action=agent_pb2.GPIO_ACTION_READ), grpc.StatusCode.INVALID_ARGUMENT
         )
 
@@ -264,6 +273,26 @@ class AgentTest(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 10)
         self.assertTrue(result.timed_out)
         self.assertNotEqual(result.signal, 0)
+
+    def test_client_deadline_kills_the_running_command(self):
+        pid_file = self.tmp.join("cancelled.pid")
+        script = f"echo $$ > {pid_file}; exec sleep 30"
+        self.assertCode(
+            lambda: self.stub.ExecuteCommand(
+                agent_pb2.CommandRequest(argv=["/bin/sh", "-c", script]), timeout=1
+            ),
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        )
+        pid = int(harness.wait_for(lambda: open(pid_file).read().strip(), 5, "the pid file"))
+
+        def gone():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().split(") ")[1][0] == "Z"
+            except FileNotFoundError:
+                return True
+
+        harness.wait_for(gone, 5, f"command {pid} to be killed after the deadline")
 
     def test_execute_refusals(self):
         self.assertCode(
@@ -447,6 +476,24 @@ class AgentConfigTest(unittest.TestCase):
         code, err = self.run_agent('{\n "listen": \n}')
         self.assertNotEqual(code, 0)
         self.assertIn("agent.json:3:", err)
+
+    def test_check_config_accepts_a_valid_config(self):
+        code, err = self.run_agent(
+            {"gpio": {"allowed_lines": [{"line": "4-27"}]}}, "--check-config", "--insecure"
+        )
+        self.assertEqual(code, 0, err)
+
+    def test_check_config_runs_the_capability_checks(self):
+        code, err = self.run_agent(
+            {"gpio": {"allowed_lines": [{"line": "27-4"}]}}, "--check-config", "--insecure"
+        )
+        self.assertNotEqual(code, 0)
+        self.assertIn("27-4", err)
+        code, err = self.run_agent(
+            {"logs": {"files": {"app": "relative.log"}}}, "--check-config", "--insecure"
+        )
+        self.assertNotEqual(code, 0)
+        self.assertIn("relative.log", err)
 
     def test_missing_certificates_are_named(self):
         code, err = self.run_agent(

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <stdexcept>
 #include <string>
 
 namespace pi::common {
@@ -82,6 +83,48 @@ TEST_CASE("bodies over the limit get 413", "[http]") {
                                "Content-Length: 64\r\n\r\n" +
                                    body);
   CHECK_THAT(big, Catch::StartsWith("HTTP/1.1 413"));
+}
+
+TEST_CASE("a handler that throws gets 500 and the server keeps serving", "[http]") {
+  HttpServer server;
+  server.Handle("GET", "/boom",
+                [](const HttpRequest&) -> HttpResponse { throw std::runtime_error("kaboom"); });
+  server.Handle("GET", "/ok", [](const HttpRequest&) {
+    return HttpResponse{200, "text/plain", "ok"};
+  });
+  auto port = server.Start("127.0.0.1:0");
+  REQUIRE(port.ok());
+  CHECK_THAT(Get(*port, "GET", "/boom"), Catch::StartsWith("HTTP/1.1 500"));
+  CHECK_THAT(Get(*port, "GET", "/ok"), Catch::StartsWith("HTTP/1.1 200"));
+}
+
+TEST_CASE("connections over the cap are closed without an answer", "[http]") {
+  HttpServer server(HttpServer::Options{1024, 1});
+  server.Handle("GET", "/ok", [](const HttpRequest&) {
+    return HttpResponse{200, "text/plain", "ok"};
+  });
+  auto port = server.Start("127.0.0.1:0");
+  REQUIRE(port.ok());
+  const int idle = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(*port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(connect(idle, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  // Once the server has accepted the idle connection, every other one is refused.
+  bool refused = false;
+  for (int i = 0; i < 200 && !refused; ++i) {
+    refused = Get(*port, "GET", "/ok").empty();
+    if (!refused) usleep(10'000);
+  }
+  CHECK(refused);
+  close(idle);
+  std::string reply;
+  for (int i = 0; i < 200 && reply.empty(); ++i) {
+    usleep(10'000);
+    reply = Get(*port, "GET", "/ok");
+  }
+  CHECK_THAT(reply, Catch::StartsWith("HTTP/1.1 200"));
 }
 
 TEST_CASE("a port already in use is reported as unavailable", "[http]") {

@@ -25,7 +25,21 @@ TEST_CASE("malformed durations are refused", "[duration]") {
 }
 
 TEST_CASE("absurdly large durations are refused instead of overflowing", "[duration]") {
-  CHECK(ParseDuration("9999999999h").status().code() == absl::StatusCode::kInvalidArgument);
+  for (const std::string& text : {std::string("9999999999h"), "1" + std::string(5000, '0') + "s",
+                                  std::string("9223372037s"), std::string("5000000h5000000h")}) {
+    INFO(text.substr(0, 40));
+    const auto status = ParseDuration(text).status();
+    CHECK(status.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(status.message()), Catch::Contains("too large"));
+  }
+  CHECK(*ParseDuration("9223372036s") == std::chrono::seconds(9223372036));
+}
+
+TEST_CASE("long fractions are read to nanosecond precision without failing", "[duration]") {
+  CHECK(*ParseDuration("0." + std::string(5000, '0') + "1s") == 0ns);
+  CHECK(*ParseDuration("0.000000001s") == 1ns);
+  CHECK(*ParseDuration("0.5ms") == 500us);
+  CHECK(*ParseDuration("1.999999999999s") == 1999999999ns);
 }
 
 TEST_CASE("formatting reads back to the same duration", "[duration]") {

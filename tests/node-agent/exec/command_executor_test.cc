@@ -285,6 +285,40 @@ TEST_CASE("a timeout kills the whole process group and returns promptly", "[exec
   CHECK(WaitUntil([&] { return ProcessDead(grandchild); }, 5s));
 }
 
+TEST_CASE("cancelling kills the command's process group and returns CANCELLED", "[exec]") {
+  CommandExecutor executor(TestPolicy());
+  TempDir dir;
+  const std::string pid_file = (dir.path() / "pid").string();
+  common::CancelToken cancel;
+  std::thread canceller([&] {
+    // Cancel once the grandchild is running, so there is a whole group to kill.
+    WaitUntil([&] { return fs::exists(pid_file) && fs::file_size(pid_file) > 0; }, 10s);
+    cancel.Cancel();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  auto result = executor.Execute(
+      Req({"/bin/sh", "-c", "sleep 100 & echo $! > " + pid_file + "; sleep 100"}, 60s),
+      "admin:test", &cancel);
+  canceller.join();
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+  CHECK(result.status().code() == absl::StatusCode::kCancelled);
+  std::ifstream in(pid_file);
+  pid_t grandchild = 0;
+  in >> grandchild;
+  REQUIRE(grandchild > 0);
+  CHECK(WaitUntil([&] { return ProcessDead(grandchild); }, 5s));
+}
+
+TEST_CASE("a token cancelled before the call stops the command at once", "[exec]") {
+  CommandExecutor executor(TestPolicy());
+  common::CancelToken cancel;
+  cancel.Cancel();
+  const auto start = std::chrono::steady_clock::now();
+  auto result = executor.Execute(Shell("sleep 100"), "admin:test", &cancel);
+  CHECK(result.status().code() == absl::StatusCode::kCancelled);
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+}
+
 TEST_CASE("a zero timeout uses the policy default", "[exec]") {
   ExecPolicy policy = TestPolicy();
   policy.default_timeout = 200ms;

@@ -93,7 +93,7 @@ LogFilter Journal() {
 Lines Run(const LogStreamer& streamer, const LogFilter& filter,
           absl::Status* status_out = nullptr) {
   Collector collector;
-  CancelToken cancel;
+  common::CancelToken cancel;
   absl::Status status = streamer.Stream(filter, collector.Emit(), cancel);
   if (status_out != nullptr) {
     *status_out = status;
@@ -126,7 +126,7 @@ TEST_CASE("the journal is read through journalctl's JSON output", "[journal_stre
   FakeJournalctl journalctl("cat " + Fixture());
   LogStreamer streamer = MakeStreamer(journalctl.path());
   Collector collector;
-  CancelToken cancel;
+  common::CancelToken cancel;
   REQUIRE(streamer.Stream(Journal(), collector.Emit(), cancel).ok());
   CHECK(journalctl.Args() == Lines{"--output=json --no-pager"});
   std::vector<LogEntry> entries = collector.Entries();
@@ -272,7 +272,7 @@ TEST_CASE("emit returning false stops journalctl and ends with OK", "[journal_st
   filter.follow = true;
   Collector collector;
   collector.StopAfter(2);
-  CancelToken cancel;
+  common::CancelToken cancel;
   CHECK(streamer.Stream(filter, collector.Emit(), cancel).ok());
   CHECK(collector.Messages().size() == 2);
   CHECK(WaitUntil([&] { return ProcessDead(journalctl.LastPid()); }, 5s));

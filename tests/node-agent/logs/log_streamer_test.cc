@@ -22,7 +22,7 @@ absl::Status StreamWith(const LogsConfig& config, const LogFilter& filter) {
   auto streamer = LogStreamer::Create(config);
   REQUIRE(streamer.ok());
   Collector collector;
-  CancelToken cancel;
+  common::CancelToken cancel;
   return streamer->Stream(filter, collector.Emit(), cancel);
 }
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "node-agent/logs/cancel_token.h"
+#include "common/system/cancel_token.h"
 #include "node-agent/logs/log_streamer.h"
 
 namespace pi::agent::logs::testing {
@@ -99,7 +99,7 @@ class BackgroundStream {
     thread_.join();
   }
 
-  CancelToken& cancel() { return cancel_; }
+  common::CancelToken& cancel() { return cancel_; }
 
   bool WaitDone(std::chrono::milliseconds limit) {
     std::unique_lock lock(mu_);
@@ -113,7 +113,7 @@ class BackgroundStream {
   }
 
  private:
-  CancelToken cancel_;
+  common::CancelToken cancel_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;

@@ -1,8 +1,8 @@
-#include "node-agent/logs/cancel_token.h"
+#include "common/system/cancel_token.h"
 
 #include <utility>
 
-namespace pi::agent::logs {
+namespace pi::common {
 
 CancelToken::Registration::Registration(Registration&& other) noexcept
     : token_(std::exchange(other.token_, nullptr)), id_(other.id_) {}
@@ -42,4 +42,4 @@ CancelToken::Registration CancelToken::OnCancel(std::function<void()> callback) 
   return Registration(this, id);
 }
 
-}  // namespace pi::agent::logs
+}  // namespace pi::common

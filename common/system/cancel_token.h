@@ -7,7 +7,7 @@
 #include <map>
 #include <mutex>
 
-namespace pi::agent::logs {
+namespace pi::common {
 
 // Lets another thread end a blocking stream at once: Cancel() wakes every WaitFor() and runs the
 // registered callbacks (which wake waits that are not on the condition variable, such as a poll()
@@ -51,4 +51,4 @@ class CancelToken {
   std::map<uint64_t, std::function<void()>> callbacks_;
 };
 
-}  // namespace pi::agent::logs
+}  // namespace pi::common

@@ -1,11 +1,11 @@
-#include "node-agent/logs/cancel_token.h"
+#include "common/system/cancel_token.h"
 
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <thread>
 
-namespace pi::agent::logs {
+namespace pi::common {
 namespace {
 
 using namespace std::chrono_literals;
@@ -77,4 +77,4 @@ TEST_CASE("a moved registration still unregisters exactly once", "[cancel_token]
 }
 
 }  // namespace
-}  // namespace pi::agent::logs
+}  // namespace pi::common

@@ -18,8 +18,13 @@
 #include <thread>
 #include <vector>
 
+#include "tests/common/test_process.h"
+
 namespace pi::common {
 namespace {
+
+using pi::testing::ProcessDead;
+using pi::testing::WaitUntil;
 
 using namespace std::chrono_literals;
 using Event = ChildProcess::Event;
@@ -82,25 +87,6 @@ std::set<int> OpenFds() {
     fds.insert(std::stoi(entry.path().filename().string()));
   }
   return fds;
-}
-
-// A process is gone for good once it is reaped or a zombie waiting for its new parent.
-bool ProcessDead(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  if (!stat) return true;
-  std::string line;
-  std::getline(stat, line);
-  auto paren = line.rfind(')');
-  return paren == std::string::npos || line.substr(paren + 2, 1) == "Z";
-}
-
-bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds limit) {
-  auto deadline = In(limit);
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
 }
 
 TEST_CASE("captures stdout and stderr separately and reports the exit code", "[child_process]") {

@@ -15,9 +15,13 @@
 #include <thread>
 
 #include "tests/common/test_dir.h"
+#include "tests/common/test_process.h"
 
 namespace pi::agent::exec {
 namespace {
+
+using pi::testing::ProcessDead;
+using pi::testing::WaitUntil;
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -61,25 +65,6 @@ CommandResult MustRun(CommandExecutor& executor, const CommandRequest& request) 
 absl::StatusCode CodeOf(const ExecPolicy& policy, const CommandRequest& request) {
   CommandExecutor executor(policy);
   return executor.Execute(request, "admin:test").status().code();
-}
-
-// True once the process is reaped or is a zombie waiting for its new parent.
-bool ProcessDead(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  if (!stat) return true;
-  std::string line;
-  std::getline(stat, line);
-  auto paren = line.rfind(')');
-  return paren == std::string::npos || line.substr(paren + 2, 1) == "Z";
-}
-
-bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds limit) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
 }
 
 void WriteScript(const fs::path& path, const std::string& body) {

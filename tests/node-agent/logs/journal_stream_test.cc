@@ -11,10 +11,14 @@
 
 #include "node-agent/logs/log_streamer.h"
 #include "tests/common/test_dir.h"
+#include "tests/common/test_process.h"
 #include "tests/node-agent/logs/logs_test_util.h"
 
 namespace pi::agent::logs {
 namespace {
+
+using pi::testing::ProcessDead;
+using pi::testing::WaitUntil;
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -102,24 +106,6 @@ Lines Run(const LogStreamer& streamer, const LogFilter& filter,
     CHECK(status.ok());
   }
   return collector.Messages();
-}
-
-bool ProcessDead(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  if (!stat) return true;
-  std::string line;
-  std::getline(stat, line);
-  auto paren = line.rfind(')');
-  return paren == std::string::npos || line.substr(paren + 2, 1) == "Z";
-}
-
-bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds limit) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
 }
 
 TEST_CASE("the journal is read through journalctl's JSON output", "[journal_stream]") {

@@ -16,9 +16,12 @@ echo "== build ($build_dir)"
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPI_WERROR=ON
 cmake --build "$build_dir" -j "$jobs"
 
-echo "== ctest: unit, integration and benchmarks"
+echo "== ctest: unit and integration tests"
 status=0
-ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" || status=1
+ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" -LE bench || status=1
+
+echo "== ctest: benchmarks (each prints its figures as one JSON line)"
+ctest --test-dir "$build_dir" --output-on-failure --verbose -L bench || status=1
 
 echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer ($asan_dir)"
 cmake -S . -B "$asan_dir" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPI_WERROR=ON -DPI_SANITIZE=ON \

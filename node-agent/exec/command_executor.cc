@@ -1,5 +1,6 @@
 #include "node-agent/exec/command_executor.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -205,7 +206,9 @@ absl::StatusOr<CommandResult> CommandExecutor::Run(const CommandRequest& request
       .environment = {},
       .working_directory = request.working_directory.empty() ? "/" : request.working_directory,
   };
-  for (const auto& [name, value] : env_map) options.environment.push_back(name + "=" + value);
+  for (const auto& [name, value] : env_map) {
+    options.environment.push_back(fmt::format("{}={}", name, value));
+  }
 
   const milliseconds timeout =
       request.timeout.count() == 0 ? policy_.default_timeout : request.timeout;

@@ -15,6 +15,7 @@ std::string DescribeFound(const std::vector<ChipInfo>& chips) {
     return "found none (is /dev/gpiochip* present and readable by this user?)";
   }
   std::vector<std::string> described;
+  described.reserve(chips.size());
   for (const ChipInfo& chip : chips) described.push_back(DescribeChip(chip));
   return fmt::format("found {}", fmt::join(described, ", "));
 }

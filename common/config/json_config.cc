@@ -3,22 +3,20 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "common/system/duration.h"
+#include "common/system/files.h"
 
 namespace pi::common {
+namespace {
+
+constexpr size_t kMaxConfigBytes = 4 * 1024 * 1024;
+
+}  // namespace
 
 absl::StatusOr<nlohmann::json> ParseJsonConfigFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::NotFoundError(
-        fmt::format("cannot open config file {}: {}", path, std::strerror(errno)));
-  }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  const std::string text = buffer.str();
+  auto contents = ReadFileToString(path, kMaxConfigBytes);
+  if (!contents.ok()) return contents.status();
+  const std::string text = *std::move(contents);
   nlohmann::json doc;
   try {
     doc = nlohmann::json::parse(text, nullptr, true, /*ignore_comments=*/false);

@@ -5,8 +5,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <sstream>
+
+#include "common/system/files.h"
 
 namespace pi::common {
 namespace {
@@ -46,18 +46,13 @@ absl::StatusOr<std::string> ResolveSecret(std::string_view reference) {
       return absl::InvalidArgumentError(
           fmt::format("secret reference \"{}\": the file path must be absolute", reference));
     }
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-      return absl::NotFoundError(fmt::format("secret reference \"{}\": cannot read {}: {}",
-                                             reference, path, std::strerror(errno)));
+    auto contents = ReadFileToString(path, kMaxSecretBytes);
+    if (!contents.ok()) {
+      return absl::Status(contents.status().code(),
+                          fmt::format("secret reference \"{}\": {}", reference,
+                                      std::string(contents.status().message())));
     }
-    std::ostringstream buffer;
-    buffer << in.rdbuf();
-    std::string value = buffer.str();
-    if (value.size() > kMaxSecretBytes) {
-      return absl::InvalidArgumentError(fmt::format(
-          "secret reference \"{}\": file is larger than {} bytes", reference, kMaxSecretBytes));
-    }
+    std::string value = *std::move(contents);
     if (value.ends_with("\r\n")) {
       value.resize(value.size() - 2);
     } else if (value.ends_with("\n")) {

@@ -47,4 +47,32 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> ReadFileToString(const std::string& path, size_t max_bytes) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const std::string message = fmt::format("cannot read {}: {}", path, std::strerror(errno));
+    return errno == ENOENT ? absl::NotFoundError(message) : absl::FailedPreconditionError(message);
+  }
+  std::string contents;
+  char buffer[16 * 1024];
+  while (true) {
+    const ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int saved = errno;
+      close(fd);
+      return absl::FailedPreconditionError(
+          fmt::format("cannot read {}: {}", path, std::strerror(saved)));
+    }
+    if (n == 0) break;
+    if (contents.size() + static_cast<size_t>(n) > max_bytes) {
+      close(fd);
+      return absl::InvalidArgumentError(fmt::format("{} is larger than {} bytes", path, max_bytes));
+    }
+    contents.append(buffer, static_cast<size_t>(n));
+  }
+  close(fd);
+  return contents;
+}
+
 }  // namespace pi::common

@@ -1,15 +1,10 @@
 #include "common/tls/credentials.h"
 
 #include <fmt/format.h>
-#include <openssl/bio.h>
-#include <openssl/err.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 #include <sys/stat.h>
 
-#include <fstream>
-#include <sstream>
-
+#include "common/system/files.h"
+#include "common/tls/x509.h"
 #include "spdlog/spdlog.h"
 
 namespace pi::common {
@@ -19,44 +14,12 @@ constexpr size_t kMaxPemBytes = 1024 * 1024;
 
 absl::StatusOr<std::string> ReadPemFile(const std::string& path, std::string_view what) {
   if (path.empty()) return absl::InvalidArgumentError(fmt::format("no {} file configured", what));
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(
-        fmt::format("cannot read {} file {}: {}", what, path, std::strerror(errno)));
-  }
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  std::string text = buffer.str();
-  if (text.size() > kMaxPemBytes) {
-    return absl::InvalidArgumentError(fmt::format("{} file {} is too large", what, path));
+  auto text = ReadFileToString(path, kMaxPemBytes);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(),
+                        fmt::format("{} file: {}", what, std::string(text.status().message())));
   }
   return text;
-}
-
-std::string OpenSslError() {
-  const unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0) return "no PEM data found";
-  char buf[256];
-  ERR_error_string_n(code, buf, sizeof(buf));
-  return buf;
-}
-
-struct BioDeleter {
-  void operator()(BIO* bio) const { BIO_free(bio); }
-};
-struct X509Deleter {
-  void operator()(X509* cert) const { X509_free(cert); }
-};
-struct PkeyDeleter {
-  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
-};
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
-using X509Ptr = std::unique_ptr<X509, X509Deleter>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
-
-BioPtr MemoryBio(const std::string& text) {
-  return BioPtr(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
 }
 
 }  // namespace
@@ -94,20 +57,17 @@ absl::StatusOr<KeyPair> LoadKeyPair(const std::string& cert_file, const std::str
   auto key_pem = ReadPemFile(key_file, "private key");
   if (!key_pem.ok()) return key_pem.status();
 
-  auto cert_bio = MemoryBio(*cert_pem);
-  X509Ptr cert(PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr));
-  if (!cert) {
+  auto cert = ParseCertificatePem(*cert_pem);
+  if (!cert.ok()) {
     return absl::InvalidArgumentError(
-        fmt::format("certificate file {} holds no PEM certificate: {}", cert_file, OpenSslError()));
+        fmt::format("certificate file {}: {}", cert_file, std::string(cert.status().message())));
   }
-  auto key_bio = MemoryBio(*key_pem);
-  PkeyPtr key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
-  if (!key) {
-    return absl::InvalidArgumentError(fmt::format(
-        "private key file {} holds no unencrypted PEM private key: {}", key_file, OpenSslError()));
+  auto key = ParsePrivateKeyPem(*key_pem);
+  if (!key.ok()) {
+    return absl::InvalidArgumentError(
+        fmt::format("private key file {}: {}", key_file, std::string(key.status().message())));
   }
-  if (X509_check_private_key(cert.get(), key.get()) != 1) {
-    ERR_clear_error();
+  if (!KeyMatchesCertificate(cert->get(), key->get())) {
     return absl::InvalidArgumentError(
         fmt::format("private key {} does not match certificate {}", key_file, cert_file));
   }
@@ -122,13 +82,9 @@ absl::StatusOr<KeyPair> LoadKeyPair(const std::string& cert_file, const std::str
 absl::StatusOr<std::string> LoadCaBundle(const std::string& ca_file) {
   auto pem = ReadPemFile(ca_file, "CA bundle");
   if (!pem.ok()) return pem.status();
-  auto bio = MemoryBio(*pem);
-  int count = 0;
-  while (X509Ptr cert{PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)}) ++count;
-  ERR_clear_error();
-  if (count == 0) {
-    return absl::InvalidArgumentError(
-        fmt::format("CA bundle {} holds no PEM certificate", ca_file));
+  if (auto first = ParseCertificatePem(*pem); !first.ok()) {
+    return absl::InvalidArgumentError(fmt::format("CA bundle {} holds no PEM certificate: {}",
+                                                  ca_file, std::string(first.status().message())));
   }
   return pem;
 }

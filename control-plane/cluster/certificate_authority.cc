@@ -9,8 +9,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "common/system/files.h"
@@ -24,15 +22,15 @@ constexpr std::array<std::string_view, 3> kAcceptedEcKeys = {"EC prime256v1", "E
                                                              "EC secp521r1"};
 constexpr int kMinRsaBits = 2048;
 
+constexpr size_t kMaxPemBytes = 1024 * 1024;
+
+// The CA's files exist when this runs (LoadOrCreate checked): any failure to read them is a
+// state problem an operator must fix, never a reason to create a new CA.
 absl::StatusOr<std::string> ReadCaFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::FailedPreconditionError(
-        fmt::format("cannot read {}: {}", path, std::strerror(errno)));
-  }
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
+  auto contents = common::ReadFileToString(path, kMaxPemBytes);
+  if (!contents.ok())
+    return absl::FailedPreconditionError(std::string(contents.status().message()));
+  return contents;
 }
 
 absl::Status WithFile(const absl::Status& status, const std::string& path) {

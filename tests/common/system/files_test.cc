@@ -35,5 +35,27 @@ TEST_CASE("an atomic write into a missing directory fails and leaves nothing", "
   CHECK_THAT(std::string(status.message()), Catch::Contains("cannot create"));
 }
 
+TEST_CASE("a small file is read whole", "[files]") {
+  pi::testing::TempDir dir;
+  const std::string contents = std::string(40000, 'x') + "end";
+  const auto path = dir.Write("data", contents);
+  auto read = ReadFileToString(path, 1 << 20);
+  REQUIRE(read.ok());
+  CHECK(*read == contents);
+}
+
+TEST_CASE("reading a missing, unreadable or oversize file says which and why", "[files]") {
+  pi::testing::TempDir dir;
+  const auto missing = ReadFileToString((dir.path() / "absent").string(), 100).status();
+  CHECK(missing.code() == absl::StatusCode::kNotFound);
+  CHECK_THAT(std::string(missing.message()), Catch::Contains("absent"));
+  CHECK(ReadFileToString(dir.path().string(), 100).status().code() ==
+        absl::StatusCode::kFailedPrecondition);
+  const auto big = dir.Write("big", std::string(101, 'x'));
+  CHECK(ReadFileToString(big, 100).status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(ReadFileToString("/dev/zero", 1 << 16).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace pi::common

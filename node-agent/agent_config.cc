@@ -3,7 +3,7 @@
 #include <fmt/format.h>
 
 #include "common/config/json_config.h"
-#include "common/http/http_server.h"
+#include "common/system/host_port.h"
 #include "common/system/paths.h"
 
 namespace pi::agent {

@@ -15,6 +15,7 @@
 #include "common/log/log.h"
 #include "common/prometheus/text_writer.h"
 #include "common/system/files.h"
+#include "common/system/host_port.h"
 #include "common/system/sd_notify.h"
 #include "common/tls/credentials.h"
 #include "node-agent/agent_config.h"
@@ -36,15 +37,6 @@ struct Flags {
   bool gpio_sim = false;
   bool check_config = false;
 };
-
-// gRPC wants "host:port" with IPv6 hosts in brackets; config also accepts ":port".
-std::string GrpcListenAddress(const std::string& listen) {
-  auto parsed = common::ParseListenAddress(listen);
-  if (!parsed.ok()) return listen;
-  const bool v6 = parsed->host.find(':') != std::string::npos;
-  return v6 ? fmt::format("[{}]:{}", parsed->host, parsed->port)
-            : fmt::format("{}:{}", parsed->host, parsed->port);
-}
 
 std::vector<SubsystemHealth> CheckHealth(const AgentConfig& config,
                                          const metrics::CpuSampler& sampler,
@@ -179,7 +171,8 @@ int Run(const Flags& flags) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(GrpcListenAddress(config.listen), credentials, &grpc_port);
+  builder.AddListeningPort(common::JoinHostPort(*common::ParseListenAddress(config.listen)),
+                           credentials, &grpc_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

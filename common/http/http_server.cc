@@ -6,7 +6,6 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <charconv>
 #include <chrono>
 #include <optional>
 
@@ -19,38 +18,6 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = boost::beast::http;
 using tcp = asio::ip::tcp;
-
-absl::StatusOr<HostPort> ParseListenAddress(std::string_view address) {
-  std::string_view host;
-  std::string_view port_text;
-  if (!address.empty() && address.front() == '[') {
-    const size_t close = address.find(']');
-    if (close == std::string_view::npos || close + 1 >= address.size() ||
-        address[close + 1] != ':') {
-      return absl::InvalidArgumentError(
-          fmt::format("listen address \"{}\" must look like [::1]:9101", address));
-    }
-    host = address.substr(1, close - 1);
-    port_text = address.substr(close + 2);
-  } else {
-    const size_t colon = address.rfind(':');
-    if (colon == std::string_view::npos) {
-      return absl::InvalidArgumentError(
-          fmt::format("listen address \"{}\" must look like host:port or :port", address));
-    }
-    host = address.substr(0, colon);
-    port_text = address.substr(colon + 1);
-  }
-  uint32_t port = 0;
-  const auto [end, error] =
-      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (port_text.empty() || error != std::errc() || end != port_text.data() + port_text.size() ||
-      port > 65535) {
-    return absl::InvalidArgumentError(
-        fmt::format("listen address \"{}\" has an invalid port", address));
-  }
-  return HostPort{host.empty() ? "0.0.0.0" : std::string(host), static_cast<uint16_t>(port)};
-}
 
 namespace {
 

@@ -10,16 +10,9 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "common/system/host_port.h"
 
 namespace pi::common {
-
-struct HostPort {
-  std::string host;
-  uint16_t port = 0;
-};
-
-// Parses "host:port", ":port" (all IPv4 interfaces) and "[v6addr]:port". Port 0 = pick one.
-absl::StatusOr<HostPort> ParseListenAddress(std::string_view address);
 
 struct HttpRequest {
   std::string method;

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <memory>
 
+#include "common/system/host_port.h"
 #include "common/tls/x509.h"
 
 namespace pi::common {
@@ -54,38 +55,6 @@ class Socket {
   int fd_;
 };
 
-struct HostAndPort {
-  std::string host;
-  std::string port;
-};
-
-absl::StatusOr<HostAndPort> SplitAddress(std::string_view address) {
-  std::string_view host;
-  std::string_view port;
-  if (address.starts_with('[')) {
-    const size_t close = address.find("]:");
-    if (close == std::string_view::npos) {
-      return absl::InvalidArgumentError(
-          fmt::format("address \"{}\" must look like [v6addr]:port", address));
-    }
-    host = address.substr(1, close - 1);
-    port = address.substr(close + 2);
-  } else {
-    const size_t colon = address.rfind(':');
-    if (colon == std::string_view::npos || colon == 0) {
-      return absl::InvalidArgumentError(
-          fmt::format("address \"{}\" must look like host:port", address));
-    }
-    host = address.substr(0, colon);
-    port = address.substr(colon + 1);
-  }
-  if (port.empty() || port.size() > 5 ||
-      port.find_first_not_of("0123456789") != std::string_view::npos) {
-    return absl::InvalidArgumentError(fmt::format("address \"{}\" has an invalid port", address));
-  }
-  return HostAndPort{std::string(host), std::string(port)};
-}
-
 bool IsIpLiteral(const std::string& host) {
   in6_addr v6{};
   in_addr v4{};
@@ -99,13 +68,14 @@ int RemainingMs(Clock::time_point deadline) {
 
 // Connects to the first address of `target` that answers before the deadline; the socket is
 // left blocking with send/receive timeouts set to what remains.
-absl::StatusOr<std::unique_ptr<Socket>> Connect(const HostAndPort& target,
+absl::StatusOr<std::unique_ptr<Socket>> Connect(const HostPort& target,
                                                 Clock::time_point deadline) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
-  if (int rc = getaddrinfo(target.host.c_str(), target.port.c_str(), &hints, &found); rc != 0) {
+  const std::string port = std::to_string(target.port);
+  if (int rc = getaddrinfo(target.host.c_str(), port.c_str(), &hints, &found); rc != 0) {
     return absl::UnavailableError(
         fmt::format("cannot resolve {}: {}", target.host, gai_strerror(rc)));
   }
@@ -156,8 +126,12 @@ absl::StatusOr<std::string> FetchPinnedCa(std::string_view address, std::string_
   if (pin.size() != 64 || pin.find_first_not_of("0123456789abcdef") != std::string_view::npos) {
     return absl::InvalidArgumentError("the CA pin must be 64 lowercase hex characters");
   }
-  auto target = SplitAddress(address);
+  auto target = SplitHostPort(address);
   if (!target.ok()) return target.status();
+  if (target->host.empty()) {
+    return absl::InvalidArgumentError(
+        fmt::format("address \"{}\" must name the control plane's host", address));
+  }
   const auto deadline = Clock::now() + timeout;
   auto sock = Connect(*target, deadline);
   if (!sock.ok()) return sock.status();

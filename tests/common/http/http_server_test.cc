@@ -36,17 +36,6 @@ std::string Get(uint16_t port, const std::string& method, const std::string& pat
                      method + " " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 }
 
-TEST_CASE("listen addresses parse in all three forms", "[http]") {
-  CHECK(ParseListenAddress(":9101")->host == "0.0.0.0");
-  CHECK(ParseListenAddress(":9101")->port == 9101);
-  CHECK(ParseListenAddress("127.0.0.1:0")->port == 0);
-  CHECK(ParseListenAddress("[::1]:80")->host == "::1");
-  for (const char* bad : {"9101", "host:", "host:99999", "host:12ab", "[::1]80", "[::1"}) {
-    INFO(bad);
-    CHECK(ParseListenAddress(bad).status().code() == absl::StatusCode::kInvalidArgument);
-  }
-}
-
 TEST_CASE("routes answer, unknown paths 404, wrong methods 405", "[http]") {
   HttpServer server;
   server.Handle("GET", "/healthz", [](const HttpRequest& request) {

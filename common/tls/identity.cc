@@ -55,22 +55,6 @@ absl::StatusOr<Identity> ParseIdentity(std::string_view common_name) {
                   common_name));
 }
 
-absl::StatusOr<Identity> IdentityFromAuthContext(const grpc::AuthContext& context,
-                                                 bool peer_verified) {
-  if (!peer_verified) {
-    return absl::UnauthenticatedError(
-        "this listener does not verify client certificates, so no caller identity is trusted");
-  }
-  const auto names = context.FindPropertyValues("x509_common_name");
-  if (names.empty()) {
-    return absl::UnauthenticatedError("a client certificate issued by the cluster CA is required");
-  }
-  if (names.size() > 1) {
-    return absl::UnauthenticatedError("client certificate has more than one common name");
-  }
-  return ParseIdentity(std::string_view(names.front().data(), names.front().size()));
-}
-
 absl::Status RequireRole(const Identity& identity, std::initializer_list<Role> roles,
                          std::string_view operation) {
   for (Role role : roles) {

@@ -1,7 +1,5 @@
 #pragma once
 
-#include <grpcpp/security/auth_context.h>
-
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -27,12 +25,6 @@ std::string_view RoleName(Role role);
 // Parses a common name strictly; names are 1–63 characters of [A-Za-z0-9._-] starting with a
 // letter or digit.
 absl::StatusOr<Identity> ParseIdentity(std::string_view common_name);
-
-// The caller's identity from the verified TLS peer. UNAUTHENTICATED when the connection carries
-// no certificate, or when certificates are not verified (`peer_verified` false: client_auth
-// "require" or "none"), or when the common name is not an identity.
-absl::StatusOr<Identity> IdentityFromAuthContext(const grpc::AuthContext& context,
-                                                 bool peer_verified);
 
 // PERMISSION_DENIED unless the identity has one of `roles`; the message names who and what.
 absl::Status RequireRole(const Identity& identity, std::initializer_list<Role> roles,

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "common/system/files.h"
+#include "common/tls/identity.h"
 
 namespace pi::controlplane::cluster {
 namespace {
@@ -164,6 +165,9 @@ absl::StatusOr<std::string> CertificateAuthority::SignCsr(std::string_view csr_p
                                                           std::string_view identity,
                                                           const std::vector<std::string>& sans,
                                                           std::chrono::seconds validity) const {
+  if (auto parsed = common::ParseIdentity(identity); !parsed.ok()) {
+    return absl::InvalidArgumentError(std::string(parsed.status().message()));
+  }
   auto csr = common::ParseCsr(csr_pem);
   if (!csr.ok()) return csr.status();
   const bool strong_ec = csr->key_type == common::KeyType::kEc &&

@@ -45,9 +45,9 @@ class CertificateAuthority {
                                       std::chrono::seconds validity) const;
 
   // Signs a joining node's CSR with `identity` (e.g. "node:<id>") as the common name and `sans`
-  // as its alternative names, ignoring both in the CSR. INVALID_ARGUMENT when the CSR does not
-  // parse or verify, or its key is neither ECDSA on P-256/P-384/P-521 nor RSA of at least
-  // 2048 bits.
+  // as its alternative names, ignoring both in the CSR. INVALID_ARGUMENT when `identity` is not
+  // one (common/tls/identity.h), when the CSR does not parse or verify, or its key is neither ECDSA
+  // on P-256/P-384/P-521 nor RSA of at least 2048 bits.
   absl::StatusOr<std::string> SignCsr(std::string_view csr_pem, std::string_view identity,
                                       const std::vector<std::string>& sans,
                                       std::chrono::seconds validity) const;

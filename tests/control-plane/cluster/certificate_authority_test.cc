@@ -321,6 +321,17 @@ TEST_CASE("Issue rejects a malformed alternative name") {
         absl::StatusCode::kInvalidArgument);
 }
 
+TEST_CASE("SignCsr refuses to sign for a name that is not an identity") {
+  common::ManualClock clock;
+  pi::testing::TempDir dir;
+  auto ca = MakeCa(dir, clock);
+  for (const char* name : {"root", "node:", "node:a b", "Admin:x", ""}) {
+    INFO(name);
+    CHECK(ca.SignCsr(Csr("node:a"), name, {}, kDay).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST_CASE("SignCsr puts our identity in the certificate, not the one the CSR asks for") {
   common::ManualClock clock;
   pi::testing::TempDir dir;

@@ -8,7 +8,7 @@
 
 #include "common/grpc/proto_time.h"
 #include "common/grpc/status.h"
-#include "common/tls/identity.h"
+#include "common/tls/peer_identity.h"
 
 namespace pi::agent {
 namespace {

@@ -114,14 +114,17 @@ int Run(const Flags& flags) {
     credentials = *tls;
   }
   // The cores validate their own sections; do it before anything starts, also for --check-config.
+  // Neither GPIO backend touches hardware until a line is used.
   auto log_streamer = logs::LogStreamer::Create(config.logs);
   if (!log_streamer.ok()) return Fail(log_streamer.status());
-  gpio::InMemoryGpioBackend policy_check_backend;
-  if (auto policy =
-          gpio::GpioController::Create(config.gpio, policy_check_backend, common::RealClock());
-      !policy.ok()) {
-    return Fail(policy.status());
+  std::unique_ptr<gpio::GpioBackend> gpio_backend;
+  if (config.gpio_backend == "simulated") {
+    gpio_backend = std::make_unique<gpio::InMemoryGpioBackend>();
+  } else {
+    gpio_backend = std::make_unique<gpio::LibgpiodBackend>();
   }
+  auto gpio = gpio::GpioController::Create(config.gpio, *gpio_backend, common::RealClock());
+  if (!gpio.ok()) return Fail(gpio.status());
   if (flags.check_config) {
     std::printf("pi-agent: %s is valid\n", flags.config_path.c_str());
     return 0;
@@ -140,15 +143,9 @@ int Run(const Flags& flags) {
   if (auto status = sampler.Start(); !status.ok()) return Fail(status);
   metrics::SystemMetricsCollector collector(config.collector, sampler);
 
-  std::unique_ptr<gpio::GpioBackend> gpio_backend;
   if (config.gpio_backend == "simulated") {
     spdlog::warn("GPIO is simulated in memory: no hardware line is touched");
-    gpio_backend = std::make_unique<gpio::InMemoryGpioBackend>();
-  } else {
-    gpio_backend = std::make_unique<gpio::LibgpiodBackend>();
   }
-  auto gpio = gpio::GpioController::Create(config.gpio, *gpio_backend, common::RealClock());
-  if (!gpio.ok()) return Fail(gpio.status());
   if (auto probe = (*gpio)->Probe(); !probe.ok()) {
     spdlog::warn("GPIO unavailable: {}", std::string(probe.message()));
   }

@@ -26,7 +26,7 @@ class AgentLifecycleTest(unittest.TestCase):
         self.log_file = self.tmp.join("app.log")
         open(self.log_file, "w").close()
 
-    def start(self, *flags, env_extra=None, tls=True):
+    def start(self, *flags, env_extra=None, tls=True, config_extra=None):
         config = {
             "listen": "127.0.0.1:0",
             "http_listen": "",
@@ -34,6 +34,7 @@ class AgentLifecycleTest(unittest.TestCase):
             "logs": {"files": {"app": self.log_file}, "follow_poll_interval": "50ms"},
             "exec": {"allowed_commands": ["/bin/sleep"], "max_timeout": "15m"},
         }
+        config.update(config_extra or {})
         if tls:
             config["tls"] = {
                 "cert_file": self.pki.path("agent.crt"),
@@ -113,6 +114,62 @@ class AgentLifecycleTest(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 8)
         caller.join(5)
         self.assertIn(outcome.get("code"), (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE))
+
+    def test_limits_on_streams_and_commands_are_resource_exhausted(self):
+        agent, address = self.start(
+            config_extra={
+                "grpc": {"max_log_streams": 1},
+                "exec": {"allowed_commands": ["/bin/sleep"], "max_concurrent": 1},
+            }
+        )
+        stub = agent_pb2_grpc.NodeAgentStub(self.pki.channel(address, "admin"))
+        followed = stub.StreamLogs(agent_pb2.LogFilter(source="app", follow=True), timeout=30)
+        command = stub.ExecuteCommand.future(
+            agent_pb2.CommandRequest(argv=["/bin/sleep", "30"]), timeout=30
+        )
+        time.sleep(0.5)  # both are running on the agent now
+
+        for call, limit in (
+            (lambda: list(stub.StreamLogs(agent_pb2.LogFilter(source="app"), timeout=5)),
+             "grpc.max_log_streams"),
+            (lambda: stub.ExecuteCommand(
+                agent_pb2.CommandRequest(argv=["/bin/sleep", "0"]), timeout=5),
+             "exec.max_concurrent"),
+        ):
+            with self.assertRaises(grpc.RpcError) as raised:
+                call()
+            self.assertEqual(raised.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn(limit, raised.exception.details())
+
+        # Ending the running calls frees their slots.
+        followed.cancel()
+        command.cancel()
+
+        def succeeds(call):
+            try:
+                call()
+                return True
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                return None
+
+        harness.wait_for(
+            lambda: succeeds(
+                lambda: list(stub.StreamLogs(agent_pb2.LogFilter(source="app"), timeout=5))
+            ),
+            10,
+            "the log stream slot to be free again",
+        )
+        harness.wait_for(
+            lambda: succeeds(
+                lambda: stub.ExecuteCommand(
+                    agent_pb2.CommandRequest(argv=["/bin/sleep", "0"]), timeout=5
+                )
+            ),
+            10,
+            "the command slot to be free again",
+        )
 
     def test_watchdog_is_pinged_at_half_the_interval(self):
         self.start(env_extra={"WATCHDOG_USEC": "400000"})

@@ -4,6 +4,7 @@ Every RPC is called over mTLS and checked against this machine (/proc, statvfs, 
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 import unittest
@@ -328,8 +329,15 @@ class AgentTest(unittest.TestCase):
 
     def test_stream_logs_from_a_file_with_filters(self):
         entries = list(self.stub.StreamLogs(agent_pb2.LogFilter(source="app"), timeout=5))
-        self.assertEqual([e.message.split(" ", 1)[1] for e in entries][0], "boot ok")
-        self.assertEqual(len(entries), 3)
+        self.assertEqual(
+            [e.message for e in entries],
+            [
+                "2026-11-22T03:00:00Z boot ok",
+                "2026-11-22T03:00:01Z disk warning: 91% used",
+                "2026-11-22T03:00:02Z service started",
+            ],
+        )
+        self.assertEqual(entries[0].timestamp.ToJsonString(), "2026-11-22T03:00:00Z")
         last = list(self.stub.StreamLogs(agent_pb2.LogFilter(source="app", limit=1), timeout=5))
         self.assertEqual(len(last), 1)
         self.assertIn("service started", last[0].message)
@@ -462,7 +470,9 @@ class AgentConfigTest(unittest.TestCase):
             path = tmp.join("agent.json")
             with open(path, "w") as f:
                 f.write(config if isinstance(config, str) else json.dumps(config))
-            result = subprocess_run([AGENT_BIN, "--config", path, *flags])
+            result = subprocess.run(
+                [AGENT_BIN, "--config", path, *flags], capture_output=True, text=True, timeout=30
+            )
             return result.returncode, result.stderr
         finally:
             tmp.cleanup()
@@ -503,12 +513,6 @@ class AgentConfigTest(unittest.TestCase):
         )
         self.assertNotEqual(code, 0)
         self.assertIn("/nonexistent/node.crt", err)
-
-
-def subprocess_run(argv):
-    import subprocess
-
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -120,5 +121,18 @@ class BackgroundStream {
   absl::Status status_;
   std::thread thread_;
 };
+
+// Cancels a running stream and checks that it ends promptly with CANCELLED. The time it took is
+// reported, not asserted tightly: the build machines are shared.
+inline void CheckCancelEndsStream(BackgroundStream& stream) {
+  const auto start = std::chrono::steady_clock::now();
+  stream.cancel().Cancel();
+  REQUIRE(stream.WaitDone(std::chrono::seconds(10)));
+  const auto took = std::chrono::steady_clock::now() - start;
+  WARN("cancel took " << std::chrono::duration_cast<std::chrono::microseconds>(took).count()
+                      << " us");
+  CHECK(took < std::chrono::seconds(2));
+  CHECK(stream.status().code() == absl::StatusCode::kCancelled);
+}
 
 }  // namespace pi::agent::logs::testing

@@ -46,10 +46,14 @@ void RequireAbsolutePath(ConfigReader& reader, std::string_view key, const std::
   }
 }
 
-void ReadTls(ConfigReader& reader, common::ServerTlsConfig& tls) {
-  reader.Read("cert_file", &tls.cert_file);
-  reader.Read("key_file", &tls.key_file);
-  reader.Read("ca_file", &tls.ca_file);
+void ReadTls(ConfigReader& reader, AgentConfig& config) {
+  common::ServerTlsConfig& tls = config.tls;
+  for (const auto& [key, file] :
+       {std::pair{"cert_file", &tls.cert_file}, std::pair{"key_file", &tls.key_file},
+        std::pair{"ca_file", &tls.ca_file}}) {
+    if (reader.Raw(key) != nullptr) config.tls_files_configured = true;
+    reader.Read(key, file);
+  }
   std::string client_auth(common::ClientAuthName(tls.client_auth));
   reader.ReadEnum("client_auth", &client_auth,
                   {"none", "request", "require", "require_and_verify"});
@@ -110,6 +114,57 @@ void ReadExec(ConfigReader& reader, exec::ExecPolicy& exec) {
   }
 }
 
+// Label keys and values as Kubernetes spells the simple ones, so selectors such as
+// "role=worker,zone=rack2" can name them.
+bool IsLabelText(std::string_view text, bool allow_slash) {
+  if (text.size() > 63) return false;
+  for (const char c : text) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '_' || c == '.' || (allow_slash && c == '/');
+    if (!ok) return false;
+  }
+  return true;
+}
+
+void ReadControlPlane(ConfigReader& reader, ControlPlaneConfig& control_plane) {
+  reader.Read("address", &control_plane.address);
+  if (!control_plane.address.empty()) {
+    auto parsed = common::SplitHostPort(control_plane.address);
+    if (!parsed.ok()) {
+      reader.Fail("address", std::string(parsed.status().message()));
+    } else if (parsed->host.empty() || parsed->port == 0) {
+      reader.Fail("address", fmt::format("\"{}\" needs a host and a port, such as "
+                                         "controller.lan:9090",
+                                         control_plane.address));
+    }
+  }
+  reader.Read("state_dir", &control_plane.state_dir);
+  if (control_plane.state_dir.empty()) reader.Fail("state_dir", "must not be empty");
+  RequireAbsolutePath(reader, "state_dir", control_plane.state_dir);
+  reader.Read("advertise_address", &control_plane.advertise_address);
+  if (!control_plane.advertise_address.empty()) {
+    auto parsed = common::SplitHostPort(control_plane.advertise_address);
+    if (!parsed.ok()) {
+      reader.Fail("advertise_address", std::string(parsed.status().message()));
+    } else if (parsed->port == 0) {
+      reader.Fail("advertise_address", "needs the port the controller connects to, not 0");
+    }
+  }
+  std::vector<std::pair<std::string, std::string>> labels;
+  reader.StringMap("labels", &labels);
+  for (const auto& [key, value] : labels) {
+    if (key.empty() || !IsLabelText(key, true)) {
+      reader.Fail("labels",
+                  fmt::format("key \"{}\" must be 1-63 characters of [A-Za-z0-9._/-]", key));
+    } else if (!IsLabelText(value, false)) {
+      reader.Fail("labels", fmt::format("value \"{}\" of {} must be at most 63 characters of "
+                                        "[A-Za-z0-9._-]",
+                                        value, key));
+    }
+  }
+  control_plane.labels = {labels.begin(), labels.end()};
+}
+
 // Paths and reserved names are checked by logs::LogStreamer::Create when the agent starts.
 void ReadLogs(ConfigReader& reader, logs::LogsConfig& logs) {
   std::vector<std::pair<std::string, std::string>> files;
@@ -139,7 +194,7 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(const nlohmann::json& document) {
     }
   }
   reader.ReadEnum("log_level", &config.log_level, {"trace", "debug", "info", "warn", "error"});
-  reader.Section("tls", [&](ConfigReader& tls) { ReadTls(tls, config.tls); });
+  reader.Section("tls", [&](ConfigReader& tls) { ReadTls(tls, config); });
   reader.Section("grpc", [&](ConfigReader& grpc) {
     ReadSize(grpc, "max_request_bytes", &config.max_request_bytes, 1024, 64 * kMiB);
     ReadInt(grpc, "max_log_streams", &config.max_log_streams, 1, 1024);
@@ -148,6 +203,8 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(const nlohmann::json& document) {
   reader.Section("gpio", [&](ConfigReader& gpio) { ReadGpio(gpio, config); });
   reader.Section("exec", [&](ConfigReader& exec) { ReadExec(exec, config.exec); });
   reader.Section("logs", [&](ConfigReader& logs) { ReadLogs(logs, config.logs); });
+  reader.Section("control_plane",
+                 [&](ConfigReader& section) { ReadControlPlane(section, config.control_plane); });
   if (auto status = reader.Finish(); !status.ok()) return status;
   return config;
 }

@@ -11,9 +11,11 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "common/config/secret.h"
 #include "common/http/http_server.h"
 #include "common/log/log.h"
 #include "common/prometheus/text_writer.h"
+#include "common/system/duration.h"
 #include "common/system/files.h"
 #include "common/system/host_port.h"
 #include "common/system/sd_notify.h"
@@ -22,6 +24,11 @@
 #include "node-agent/agent_service.h"
 #include "node-agent/gpio/in_memory_backend.h"
 #include "node-agent/gpio/libgpiod_backend.h"
+#include "node-agent/join/backoff.h"
+#include "node-agent/join/control_plane_client.h"
+#include "node-agent/join/enrollment_state.h"
+#include "node-agent/join/health_summary.h"
+#include "node-agent/join/port_reservation.h"
 #include "node-agent/metrics/node_exporter_text.h"
 
 namespace pi::agent {
@@ -36,6 +43,10 @@ struct Flags {
   bool insecure = false;
   bool gpio_sim = false;
   bool check_config = false;
+  // Joining a cluster: the controller's address and the join token (never logged).
+  std::string join;
+  std::string token;
+  std::string token_file;
 };
 
 std::vector<SubsystemHealth> CheckHealth(const AgentConfig& config,
@@ -83,6 +94,19 @@ int Fail(const absl::Status& status) {
   return 2;
 }
 
+// The join token from --token or --token-file ("" for neither).
+absl::StatusOr<std::string> ReadJoinToken(const Flags& flags) {
+  if (!flags.token.empty()) return flags.token;
+  if (flags.token_file.empty()) return std::string();
+  return common::ResolveSecret("file:" + std::filesystem::absolute(flags.token_file).string());
+}
+
+// Where the controller reaches this agent's NodeAgent listener.
+std::string AgentAddress(const AgentConfig& config) {
+  return config.control_plane.advertise_address.empty() ? config.listen
+                                                        : config.control_plane.advertise_address;
+}
+
 // SIGTERM and SIGINT are taken synchronously by the run loop.
 sigset_t ShutdownSignals() {
   sigset_t signals;
@@ -90,6 +114,29 @@ sigset_t ShutdownSignals() {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   return signals;
+}
+
+// The first join, retried while the controller cannot be reached (a Pi may boot before its
+// network); SIGTERM or SIGINT meanwhile ends it with CANCELLED. A refusal returns at once.
+absl::StatusOr<join::Registration> EnrollWithRetries(const join::StateDir& state,
+                                                     const std::string& address,
+                                                     const std::string& token,
+                                                     const join::NodeDescription& node,
+                                                     const sigset_t& signals) {
+  join::Backoff backoff(std::chrono::seconds(1), std::chrono::seconds(30));
+  spdlog::info("joining the controller at {} as {}", address, node.hostname);
+  while (true) {
+    auto registration = join::Enroll(state, address, token, node, join::ClientOptions{});
+    if (registration.ok() || !join::IsTransient(registration.status())) return registration;
+    const auto delay = backoff.Failure();
+    spdlog::warn("{}; retrying in {}", std::string(registration.status().message()),
+                 common::FormatDuration(delay));
+    const timespec timeout{static_cast<time_t>(delay.count() / 1'000'000'000),
+                           static_cast<long>(delay.count() % 1'000'000'000)};
+    if (sigtimedwait(&signals, nullptr, &timeout) > 0) {
+      return absl::CancelledError("stopped before the join completed");
+    }
+  }
 }
 
 int Run(const Flags& flags) {
@@ -105,13 +152,48 @@ int Run(const Flags& flags) {
     config.node_name = host;
   }
 
+  auto token = ReadJoinToken(flags);
+  if (!token.ok()) return Fail(token.status());
+  const join::StateDir state(config.control_plane.state_dir);
+  auto stored = state.Load();
+  if (!stored.ok()) return Fail(stored.status());
+  auto plan = join::PlanStartup(state, *stored,
+                                flags.join.empty() ? config.control_plane.address : flags.join,
+                                !token->empty());
+  if (!plan.ok()) return Fail(plan.status());
+  if (plan->action != join::StartupAction::kStandalone && !config.tls_files_configured) {
+    config.tls.cert_file = state.cert_file();
+    config.tls.key_file = state.key_file();
+    config.tls.ca_file = state.ca_file();
+  }
+  // The controller must learn the NodeAgent port before the listener exists (the join brings its
+  // certificate), so a port 0 is picked and held now.
+  std::optional<join::PortReservation> reserved_port;
+  if (plan->action != join::StartupAction::kStandalone && !flags.check_config) {
+    auto listen = *common::ParseListenAddress(config.listen);
+    if (listen.port == 0) {
+      auto reservation = join::PortReservation::Reserve(listen);
+      if (!reservation.ok()) return Fail(reservation.status());
+      listen.port = reservation->port();
+      config.listen = common::JoinHostPort(listen);
+      reserved_port.emplace(*std::move(reservation));
+    }
+  }
+
+  // A first join has no certificate yet: its credentials are made once the join is done.
   std::shared_ptr<grpc::ServerCredentials> credentials;
-  if (flags.insecure) {
-    credentials = grpc::InsecureServerCredentials();
-  } else {
+  const auto make_credentials = [&flags, &config, &credentials]() -> absl::Status {
+    if (flags.insecure) {
+      credentials = grpc::InsecureServerCredentials();
+      return absl::OkStatus();
+    }
     auto tls = common::MakeServerCredentials(config.tls);
-    if (!tls.ok()) return Fail(tls.status());
+    if (!tls.ok()) return tls.status();
     credentials = *tls;
+    return absl::OkStatus();
+  };
+  if (plan->action != join::StartupAction::kEnroll) {
+    if (auto status = make_credentials(); !status.ok()) return Fail(status);
   }
   // The cores validate their own sections; do it before anything starts, also for --check-config.
   // Neither GPIO backend touches hardware until a line is used.
@@ -127,6 +209,9 @@ int Run(const Flags& flags) {
   if (!gpio.ok()) return Fail(gpio.status());
   if (flags.check_config) {
     std::printf("pi-agent: %s is valid\n", flags.config_path.c_str());
+    if (plan->action == join::StartupAction::kEnroll) {
+      std::printf("pi-agent: will join %s on start\n", plan->address.c_str());
+    }
     return 0;
   }
 
@@ -142,6 +227,28 @@ int Run(const Flags& flags) {
   metrics::CpuSampler sampler(config.cpu_sampler);
   if (auto status = sampler.Start(); !status.ok()) return Fail(status);
   metrics::SystemMetricsCollector collector(config.collector, sampler);
+
+  join::NodeDescription node{
+      config.node_name, AgentAddress(config), config.control_plane.labels,
+      join::BuildFacts(join::ReadHostInfo(config.collector.root), collector.Collect(), PI_VERSION)};
+  std::optional<join::Enrollment> enrollment = plan->enrollment;
+  if (plan->action == join::StartupAction::kEnroll) {
+    auto joined = EnrollWithRetries(state, plan->address, *token, node, signals);
+    if (!joined.ok()) {
+      if (joined.status().code() == absl::StatusCode::kCancelled) {
+        spdlog::info("{}", std::string(joined.status().message()));
+        return 0;
+      }
+      return Fail(joined.status());
+    }
+    enrollment = join::Enrollment{plan->address, joined->node_id};
+    spdlog::info("joined the controller at {} as node {}; enrollment stored in {}", plan->address,
+                 joined->node_id, state.dir());
+    if (auto status = make_credentials(); !status.ok()) return Fail(status);
+  } else if (enrollment && !token->empty()) {
+    spdlog::info("already joined to {} as node {}; the join token was not used",
+                 enrollment->address, enrollment->node_id);
+  }
 
   if (config.gpio_backend == "simulated") {
     spdlog::warn("GPIO is simulated in memory: no hardware line is touched");
@@ -176,6 +283,7 @@ int Run(const Flags& flags) {
   if (!server || grpc_port == 0) {
     return Fail(absl::UnavailableError(fmt::format("cannot listen on {} for gRPC", config.listen)));
   }
+  reserved_port.reset();
 
   common::HttpServer http;
   http.Handle("GET", "/metrics", [&collector](const common::HttpRequest&) {
@@ -215,6 +323,24 @@ int Run(const Flags& flags) {
   spdlog::info("pi-agent {} serving NodeAgent on {} (port {}), metrics on {} (port {}), node {}",
                PI_VERSION, config.listen, grpc_port, config.http_listen, http_port,
                config.node_name);
+
+  // Registers again (with the current address and facts) and heartbeats in the background,
+  // so an unreachable controller never holds up the NodeAgent service.
+  std::unique_ptr<join::Heartbeater> heartbeater;
+  if (enrollment) {
+    join::Heartbeater::Options options;
+    // Right after a join the certificate is fresh; a restarted agent renews its own.
+    options.renew_certificate = plan->action == join::StartupAction::kReregister;
+    heartbeater = std::make_unique<join::Heartbeater>(
+        state, *enrollment, node,
+        [&collector, &service_options] {
+          bool healthy = true;
+          for (const auto& check : service_options.health_checks()) healthy &= check.ok;
+          return join::BuildHealthSummary(collector.Collect(), healthy, PI_VERSION);
+        },
+        options);
+    heartbeater->Start();
+  }
   if (auto status = common::SdNotify("READY=1\nSTATUS=serving"); !status.ok()) {
     spdlog::warn("{}", std::string(status.message()));
   }
@@ -246,6 +372,7 @@ int Run(const Flags& flags) {
 
   spdlog::info("received {}, shutting down", strsignal(received));
   common::SdNotify("STOPPING=1").IgnoreError();
+  if (heartbeater) heartbeater->Stop();
   server->GetHealthCheckService()->SetServingStatus(false);
   service.CancelAll();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -276,6 +403,13 @@ int main(int argc, char** argv) {
   app.add_flag("--gpio-sim", flags.gpio_sim, "Use an in-memory simulated GPIO chip");
   app.add_flag("--check-config", flags.check_config,
                "Validate the configuration and certificates, then exit");
+  app.add_option("--join", flags.join,
+                 "Join the Pi-Controller cluster at HOST:PORT (first run; needs a join token)");
+  auto* token = app.add_option("--token", flags.token,
+                               "Join token K10<pin>::<id>.<secret> (visible in the process "
+                               "list; prefer --token-file)");
+  app.add_option("--token-file", flags.token_file, "Read the join token from this file")
+      ->excludes(token);
   app.set_version_flag("--version", std::string("pi-agent ") + PI_VERSION);
   CLI11_PARSE(app, argc, argv);
   return pi::agent::Run(flags);

@@ -161,13 +161,7 @@ absl::StatusOr<IssuedKeyPair> CertificateAuthority::Issue(std::string_view commo
   return IssuedKeyPair{*std::move(cert_pem), *std::move(key_pem)};
 }
 
-absl::StatusOr<std::string> CertificateAuthority::SignCsr(std::string_view csr_pem,
-                                                          std::string_view identity,
-                                                          const std::vector<std::string>& sans,
-                                                          std::chrono::seconds validity) const {
-  if (auto parsed = common::ParseIdentity(identity); !parsed.ok()) {
-    return absl::InvalidArgumentError(std::string(parsed.status().message()));
-  }
+absl::StatusOr<common::CsrInfo> CertificateAuthority::CheckCsr(std::string_view csr_pem) {
   auto csr = common::ParseCsr(csr_pem);
   if (!csr.ok()) return csr.status();
   const bool strong_ec = csr->key_type == common::KeyType::kEc &&
@@ -179,6 +173,18 @@ absl::StatusOr<std::string> CertificateAuthority::SignCsr(std::string_view csr_p
         "CSR key {} is not accepted; use ECDSA P-256, P-384 or P-521, or RSA of at least {} bits",
         csr->key_name, kMinRsaBits));
   }
+  return csr;
+}
+
+absl::StatusOr<std::string> CertificateAuthority::SignCsr(std::string_view csr_pem,
+                                                          std::string_view identity,
+                                                          const std::vector<std::string>& sans,
+                                                          std::chrono::seconds validity) const {
+  if (auto parsed = common::ParseIdentity(identity); !parsed.ok()) {
+    return absl::InvalidArgumentError(std::string(parsed.status().message()));
+  }
+  auto csr = CheckCsr(csr_pem);
+  if (!csr.ok()) return csr.status();
   return SignFor(csr->public_key.get(), identity, sans, validity);
 }
 

@@ -48,6 +48,10 @@ class CertificateAuthority {
   // as its alternative names, ignoring both in the CSR. INVALID_ARGUMENT when `identity` is not
   // one (common/tls/identity.h), when the CSR does not parse or verify, or its key is neither ECDSA
   // on P-256/P-384/P-521 nor RSA of at least 2048 bits.
+  // What SignCsr checks of a CSR before signing: that it parses, verifies and has a key it
+  // accepts. Lets a caller refuse a CSR before it spends anything (a join token use) on it.
+  static absl::StatusOr<common::CsrInfo> CheckCsr(std::string_view csr_pem);
+
   absl::StatusOr<std::string> SignCsr(std::string_view csr_pem, std::string_view identity,
                                       const std::vector<std::string>& sans,
                                       std::chrono::seconds validity) const;

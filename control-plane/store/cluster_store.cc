@@ -18,6 +18,12 @@ constexpr std::array<std::pair<NodeState, const char*>, 6> kNodeStateNames = {{
     {NodeState::kRemoved, "REMOVED"},
 }};
 
+constexpr std::array<std::pair<AdminState, const char*>, 3> kAdminStateNames = {{
+    {AdminState::kNone, ""},
+    {AdminState::kCordoned, "CORDONED"},
+    {AdminState::kDraining, "DRAINING"},
+}};
+
 nlohmann::json OptionalNanos(const std::optional<TimePoint>& t) {
   return t.has_value() ? nlohmann::json(UnixNanos(*t)) : nlohmann::json(nullptr);
 }
@@ -55,6 +61,21 @@ absl::StatusOr<NodeState> ParseNodeState(const std::string& name) {
       name));
 }
 
+std::string AdminStateName(AdminState state) {
+  for (const auto& [value, name] : kAdminStateNames) {
+    if (value == state) return name;
+  }
+  return "UNKNOWN";
+}
+
+absl::StatusOr<AdminState> ParseAdminState(const std::string& name) {
+  for (const auto& [value, known] : kAdminStateNames) {
+    if (name == known) return value;
+  }
+  return absl::InvalidArgumentError(
+      fmt::format("unknown admin state \"{}\" (expected \"\", CORDONED or DRAINING)", name));
+}
+
 std::string ChangeKindName(Change::Kind kind) {
   return kind == Change::Kind::kNode ? "node" : "join_token";
 }
@@ -69,6 +90,7 @@ std::string NodeToJson(const Node& node) {
       {"labels", node.labels},
       {"facts", node.facts},
       {"state", NodeStateName(node.state)},
+      {"admin_state", AdminStateName(node.admin_state)},
       {"registered_at_ns", UnixNanos(node.registered_at)},
       {"last_heartbeat_ns", OptionalNanos(node.last_heartbeat)},
       {"cert_serial", node.cert_serial},
@@ -90,6 +112,11 @@ absl::StatusOr<Node> NodeFromJson(const std::string& json) {
     absl::StatusOr<NodeState> state = ParseNodeState(value.at("state").get<std::string>());
     if (!state.ok()) return state.status();
     node.state = *state;
+    // Records written before schema version 2 have no admin state.
+    absl::StatusOr<AdminState> admin_state =
+        ParseAdminState(value.value("admin_state", std::string()));
+    if (!admin_state.ok()) return admin_state.status();
+    node.admin_state = *admin_state;
     node.registered_at = FromUnixNanos(value.at("registered_at_ns").get<int64_t>());
     node.last_heartbeat = ReadOptionalNanos(value.at("last_heartbeat_ns"));
     node.cert_serial = value.at("cert_serial").get<std::string>();

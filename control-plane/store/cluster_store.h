@@ -23,6 +23,15 @@ std::string NodeStateName(NodeState state);
 // The inverse of NodeStateName; INVALID_ARGUMENT for any other text.
 absl::StatusOr<NodeState> ParseNodeState(const std::string& name);
 
+// What an admin asked of a node's scheduling. Kept apart from `state` so that it outlives a DOWN
+// spell: a cordoned node that goes down and comes back is cordoned again.
+enum class AdminState { kNone, kCordoned, kDraining };
+
+// "" for kNone, "CORDONED", "DRAINING"; "UNKNOWN" for a value outside the enum.
+std::string AdminStateName(AdminState state);
+// The inverse of AdminStateName; INVALID_ARGUMENT for any other text.
+absl::StatusOr<AdminState> ParseAdminState(const std::string& name);
+
 struct Node {
   std::string id;
   std::string hostname;  // Unique among nodes that are not REMOVED.
@@ -30,6 +39,7 @@ struct Node {
   std::map<std::string, std::string> labels;
   std::map<std::string, std::string> facts;  // os, kernel, model, arch...
   NodeState state = NodeState::kRegistered;
+  AdminState admin_state = AdminState::kNone;
   TimePoint registered_at;
   std::optional<TimePoint> last_heartbeat;
   std::string cert_serial;

@@ -9,7 +9,7 @@
 namespace pi::controlplane::store {
 namespace {
 
-constexpr std::array<Migration, 1> kMigrations = {{
+constexpr std::array<Migration, 2> kMigrations = {{
     {1, "nodes, join tokens, cluster revision and change log", R"sql(
 CREATE TABLE cluster_state (
   id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -57,11 +57,15 @@ CREATE TABLE changes (
   at_ns INTEGER NOT NULL
 );
 )sql"},
+    {2, "admin state of nodes, kept apart from liveness", R"sql(
+ALTER TABLE nodes ADD COLUMN admin_state TEXT NOT NULL DEFAULT ''
+  CHECK (admin_state IN ('', 'CORDONED', 'DRAINING'));
+)sql"},
 }};
 
 constexpr char kNodeColumns[] =
     "id, hostname, agent_address, labels, facts, state, registered_at_ns, last_heartbeat_ns, "
-    "cert_serial, cert_sha256, revision";
+    "cert_serial, cert_sha256, revision, admin_state";
 constexpr char kJoinTokenColumns[] =
     "id, secret_hash, description, created_by, created_at_ns, expires_at_ns, revoked_at_ns, "
     "use_count, max_uses, revision";
@@ -103,6 +107,10 @@ absl::Status ValidateNode(const Node& node) {
   if (!node.cert_sha256.empty() && !IsSha256Hex(node.cert_sha256)) {
     return absl::InvalidArgumentError(fmt::format(
         "node {} certificate fingerprint must be 64 lower-case hex digits (SHA-256)", node.id));
+  }
+  if (AdminStateName(node.admin_state) == "UNKNOWN") {
+    return absl::InvalidArgumentError(fmt::format("node {} admin state {} is not a known state",
+                                                  node.id, static_cast<int>(node.admin_state)));
   }
   return ValidateState(node.state);
 }
@@ -164,6 +172,12 @@ absl::StatusOr<Node> NodeFromRow(const Statement& row) {
   node.cert_serial = row.ColumnText(8);
   node.cert_sha256 = row.ColumnText(9);
   node.revision = row.ColumnInt64(10);
+  absl::StatusOr<AdminState> admin_state = ParseAdminState(row.ColumnText(11));
+  if (!admin_state.ok()) {
+    return absl::DataLossError(
+        fmt::format("node {}: {}", node.id, std::string(admin_state.status().message())));
+  }
+  node.admin_state = *admin_state;
   return node;
 }
 
@@ -289,12 +303,13 @@ absl::Status SqliteClusterStore::CheckHostnameFree(const std::string& hostname,
 
 absl::Status SqliteClusterStore::WriteNode(const Node& node, bool insert) {
   absl::StatusOr<Statement> write = db_->Prepare(
-      insert ? "INSERT INTO nodes (id, hostname, agent_address, labels, facts, state, "
-               "registered_at_ns, last_heartbeat_ns, cert_serial, cert_sha256, revision) "
-               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-             : "UPDATE nodes SET hostname = ?2, agent_address = ?3, labels = ?4, facts = ?5, "
-               "state = ?6, registered_at_ns = ?7, last_heartbeat_ns = ?8, cert_serial = ?9, "
-               "cert_sha256 = ?10, revision = ?11 WHERE id = ?1");
+      insert
+          ? "INSERT INTO nodes (id, hostname, agent_address, labels, facts, state, "
+            "registered_at_ns, last_heartbeat_ns, cert_serial, cert_sha256, revision, admin_state) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+          : "UPDATE nodes SET hostname = ?2, agent_address = ?3, labels = ?4, facts = ?5, "
+            "state = ?6, registered_at_ns = ?7, last_heartbeat_ns = ?8, cert_serial = ?9, "
+            "cert_sha256 = ?10, revision = ?11, admin_state = ?12 WHERE id = ?1");
   if (!write.ok()) return write.status();
   write->Bind(1, node.id)
       .Bind(2, node.hostname)
@@ -308,7 +323,8 @@ absl::Status SqliteClusterStore::WriteNode(const Node& node, bool insert) {
                    : std::nullopt)
       .Bind(9, node.cert_serial)
       .Bind(10, node.cert_sha256)
-      .Bind(11, node.revision);
+      .Bind(11, node.revision)
+      .Bind(12, AdminStateName(node.admin_state));
   return write->Run();
 }
 

@@ -135,3 +135,99 @@ class NotifySocket:
 
     def close(self):
         self.sock.close()
+
+
+CONTROLLER_BIN = os.environ.get("PI_CONTROLLER_BIN", "")
+
+
+class Controller:
+    """A real pi-controller with its own state dir, an admin bundle made by `issue-admin`, and
+    listeners on ports chosen at run time. Restartable on the same state dir."""
+
+    def __init__(self, directory, cluster=None, name="controller"):
+        self.dir = directory
+        self.name = name
+        os.makedirs(directory, exist_ok=True)
+        self.state_dir = os.path.join(directory, "state")
+        self.config_path = os.path.join(directory, "controller.json")
+        config = {
+            "state_dir": self.state_dir,
+            "listen": "127.0.0.1:0",
+            "http_listen": "127.0.0.1:0",
+            "log_level": "debug",
+            "cluster": cluster
+            or {
+                "heartbeat_interval": "1s",
+                "heartbeat_ttl": "2s",
+                "down_grace": "1s",
+                "health_poll_interval": "1s",
+                "health_poll_timeout": "1s",
+            },
+        }
+        with open(self.config_path, "w") as f:
+            json.dump(config, f)
+        self.admin_dir = os.path.join(directory, "admin")
+        subprocess.run(
+            [CONTROLLER_BIN, "-c", self.config_path, "issue-admin", "alice", "--out", self.admin_dir],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        # The controller's CA lives in its state dir; pki.sh can issue extra certificates from it.
+        self.pki = Pki(self.state_dir)
+        self.daemon = None
+        self.starts = 0
+
+    def start(self):
+        self.starts += 1
+        ports_file = os.path.join(self.dir, f"ports-{self.starts}.json")
+        self.daemon = Daemon(
+            [CONTROLLER_BIN, "-c", self.config_path, "--ports-file", ports_file],
+            ports_file,
+            os.path.join(self.dir, f"{self.name}-{self.starts}.log"),
+        )
+        self.address = f"127.0.0.1:{self.daemon.ports['grpc']}"
+        return self
+
+    def read(self, *parts):
+        with open(os.path.join(*parts), "rb") as f:
+            return f.read()
+
+    def ca_pem(self):
+        return self.read(self.state_dir, "ca.crt")
+
+    def admin_channel(self):
+        return self.channel(
+            self.read(self.admin_dir, "admin.key"), self.read(self.admin_dir, "admin.crt")
+        )
+
+    def channel(self, key=None, cert=None):
+        """A TLS channel to the controller; with key and cert it is mTLS."""
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.ca_pem(), private_key=key, certificate_chain=cert
+        )
+        return grpc.secure_channel(self.address, credentials)
+
+    def kill(self):
+        """SIGKILL: no shutdown path runs."""
+        os.killpg(self.daemon.process.pid, signal.SIGKILL)
+        self.daemon.process.wait()
+        self.daemon.terminate()
+
+    def stop(self):
+        if self.daemon is not None and self.daemon.process.poll() is None:
+            return self.daemon.terminate()
+        return self.daemon.process.returncode if self.daemon else None
+
+
+def make_csr(directory, name):
+    """A P-256 key and a CSR for it made with openssl: (key_pem, csr_pem)."""
+    key = os.path.join(directory, name + ".key")
+    csr = os.path.join(directory, name + ".csr")
+    subprocess.run(
+        ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key], check=True
+    )
+    subprocess.run(
+        ["openssl", "req", "-new", "-key", key, "-subj", "/CN=ignored", "-out", csr], check=True
+    )
+    with open(key, "rb") as k, open(csr, "rb") as c:
+        return k.read(), c.read()

@@ -27,6 +27,11 @@ TEST_CASE("an empty config gives the documented defaults", "[agent_config]") {
   CHECK(config->gpio.allowed_lines.empty());
   CHECK(config->exec.allowed_commands.empty());
   CHECK(config->max_request_bytes == 1024 * 1024);
+  CHECK_FALSE(config->tls_files_configured);
+  CHECK(config->control_plane.address.empty());
+  CHECK(config->control_plane.state_dir == "/var/lib/pi-agent");
+  CHECK(config->control_plane.advertise_address.empty());
+  CHECK(config->control_plane.labels.empty());
 }
 
 TEST_CASE("the example config shipped in deploy/config parses", "[agent_config]") {
@@ -36,6 +41,35 @@ TEST_CASE("the example config shipped in deploy/config parses", "[agent_config]"
   CHECK(config->gpio.allowed_lines[0].line == "GPIO17");
   CHECK(config->gpio.max_hold == std::chrono::hours(24));
   CHECK(config->exec.max_timeout == std::chrono::minutes(5));
+  CHECK(config->control_plane.state_dir == "/var/lib/pi-agent");
+}
+
+TEST_CASE("the control_plane section names the cluster to join", "[agent_config]") {
+  const json document = json::parse(R"({
+    "control_plane": {"address": "controller.lan:9090", "state_dir": "/srv/pi-agent",
+                      "advertise_address": "10.0.0.7:9091",
+                      "labels": {"role": "worker", "example.com/zone": "rack-2"}}
+  })");
+  auto config = ParseAgentConfig(document);
+  REQUIRE(config.ok());
+  CHECK(config->control_plane.address == "controller.lan:9090");
+  CHECK(config->control_plane.state_dir == "/srv/pi-agent");
+  CHECK(config->control_plane.advertise_address == "10.0.0.7:9091");
+  CHECK(config->control_plane.labels ==
+        std::map<std::string, std::string>{{"role", "worker"}, {"example.com/zone", "rack-2"}});
+}
+
+TEST_CASE("setting a TLS file marks TLS as configured, client_auth alone does not",
+          "[agent_config]") {
+  auto only_auth = ParseAgentConfig(json::parse(R"({"tls": {"client_auth": "request"}})"));
+  REQUIRE(only_auth.ok());
+  CHECK_FALSE(only_auth->tls_files_configured);
+  for (const char* key : {"cert_file", "key_file", "ca_file"}) {
+    INFO(key);
+    auto config = ParseAgentConfig({{"tls", {{key, "/etc/pi-agent/x.pem"}}}});
+    REQUIRE(config.ok());
+    CHECK(config->tls_files_configured);
+  }
 }
 
 TEST_CASE("sections map onto the capability configs", "[agent_config]") {
@@ -109,6 +143,49 @@ TEST_CASE("bad values are refused naming the key", "[agent_config]") {
              Catch::StartsWith("logs.files.app: expected a string"));
   CHECK_THAT(ErrorOf({{"logs", {{"follow_poll_interval", "1ms"}}}}),
              Catch::StartsWith("logs.follow_poll_interval: must be between 10ms and 1m"));
+}
+
+TEST_CASE("a control_plane address without a host or port is refused", "[agent_config]") {
+  CHECK_THAT(ErrorOf({{"control_plane", {{"address", "controller.lan"}}}}),
+             Catch::StartsWith("control_plane.address:"));
+  CHECK_THAT(ErrorOf({{"control_plane", {{"address", ":9090"}}}}),
+             Catch::StartsWith("control_plane.address: \":9090\" needs a host and a port"));
+  CHECK_THAT(ErrorOf({{"control_plane", {{"address", "controller.lan:0"}}}}),
+             Catch::StartsWith("control_plane.address:"));
+}
+
+TEST_CASE("a relative or empty control_plane state_dir is refused", "[agent_config]") {
+  CHECK_THAT(ErrorOf({{"control_plane", {{"state_dir", "state"}}}}),
+             Catch::StartsWith("control_plane.state_dir: \"state\" must be an absolute path"));
+  CHECK_THAT(ErrorOf({{"control_plane", {{"state_dir", ""}}}}),
+             Catch::StartsWith("control_plane.state_dir: must not be empty"));
+  CHECK_THAT(ErrorOf({{"control_plane", {{"state_dir", "/var/lib/../etc"}}}}),
+             Catch::Contains("must not contain"));
+}
+
+TEST_CASE("an advertise_address without a usable port is refused", "[agent_config]") {
+  CHECK_THAT(ErrorOf({{"control_plane", {{"advertise_address", "10.0.0.7"}}}}),
+             Catch::StartsWith("control_plane.advertise_address:"));
+  CHECK_THAT(ErrorOf({{"control_plane", {{"advertise_address", "10.0.0.7:0"}}}}),
+             Catch::StartsWith("control_plane.advertise_address: needs the port"));
+}
+
+TEST_CASE("control_plane labels must be simple keys and values", "[agent_config]") {
+  CHECK_THAT(ErrorOf({{"control_plane", {{"labels", {{"role", 3}}}}}}),
+             Catch::StartsWith("control_plane.labels.role: expected a string"));
+  CHECK_THAT(ErrorOf({{"control_plane", {{"labels", {{"bad key", "x"}}}}}}),
+             Catch::StartsWith("control_plane.labels: key \"bad key\""));
+  CHECK_THAT(ErrorOf({{"control_plane", {{"labels", {{"", "x"}}}}}}),
+             Catch::StartsWith("control_plane.labels: key \"\""));
+  CHECK_THAT(ErrorOf({{"control_plane", {{"labels", {{"role", "a,b"}}}}}}),
+             Catch::StartsWith("control_plane.labels: value \"a,b\" of role"));
+  CHECK_THAT(ErrorOf({{"control_plane", {{"labels", {{"role", std::string(64, 'a')}}}}}}),
+             Catch::StartsWith("control_plane.labels: value"));
+}
+
+TEST_CASE("unknown control_plane keys are refused", "[agent_config]") {
+  CHECK_THAT(ErrorOf({{"control_plane", {{"token", "K10..."}}}}),
+             Catch::StartsWith("control_plane.token: unknown key"));
 }
 
 TEST_CASE("a broken config file names the file", "[agent_config]") {

@@ -1,0 +1,539 @@
+#include "control-plane/admin/admin_service.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <mutex>
+
+#include "common/grpc/proto_time.h"
+#include "common/grpc/status.h"
+#include "common/grpc/unary_task.h"
+#include "common/system/cancel_token.h"
+#include "common/tls/peer_identity.h"
+#include "control-plane/cluster/cluster_grpc.h"
+#include "picontroller/v1/agent.grpc.pb.h"
+
+namespace pi::controlplane::admin {
+namespace {
+
+namespace pb = picontroller::v1;
+using cluster::NodeView;
+
+constexpr int kWatchBatch = 500;
+constexpr std::chrono::milliseconds kWatchWakeup{500};
+
+// A call answered before it started: refused, or answered from memory.
+class FinishedUnary : public grpc::ServerUnaryReactor {
+ public:
+  explicit FinishedUnary(const absl::Status& status) { Finish(common::ToGrpcStatus(status)); }
+  void OnDone() override { delete this; }
+};
+
+template <typename Message>
+class FinishedStream : public grpc::ServerWriteReactor<Message> {
+ public:
+  explicit FinishedStream(const absl::Status& status) {
+    this->Finish(common::ToGrpcStatus(status));
+  }
+  void OnDone() override { delete this; }
+};
+
+// What the agent answered, said from the admin's side: an agent that cannot be reached names the
+// node and its address; the agent's own refusals keep their code.
+grpc::Status FromAgent(const NodeView& node, const grpc::Status& status) {
+  if (status.ok()) return status;
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        fmt::format("node {} ({}) is unreachable: {}", node.node.id,
+                                    node.node.agent_address, status.error_message()));
+  }
+  return grpc::Status(status.error_code(),
+                      fmt::format("node {}: {}", node.node.id, status.error_message()));
+}
+
+void CopyDeadline(grpc::CallbackServerContext* from, grpc::ClientContext* to) {
+  if (from->deadline() != std::chrono::system_clock::time_point::max()) {
+    to->set_deadline(from->deadline());
+  }
+}
+
+}  // namespace
+
+// A unary call forwarded to an agent. Deletes itself once both the admin's call is done and the
+// agent's answer has arrived; an admin who cancels (or whose deadline passes) cancels the agent
+// call, which for a command kills it.
+class AdminService::ProxyUnaryReactor : public grpc::ServerUnaryReactor {
+ public:
+  ProxyUnaryReactor(grpc::CallbackServerContext* context, NodeView node) : node_(std::move(node)) {
+    CopyDeadline(context, &upstream_);
+  }
+
+  grpc::ClientContext* upstream() { return &upstream_; }
+  std::function<void(grpc::Status)> OnAnswer() {
+    return [this](grpc::Status status) {
+      Finish(FromAgent(node_, status));
+      Release();
+    };
+  }
+
+  void OnCancel() override { upstream_.TryCancel(); }
+  void OnDone() override { Release(); }
+
+ private:
+  void Release() {
+    if (--references_ == 0) delete this;
+  }
+
+  const NodeView node_;
+  grpc::ClientContext upstream_;
+  std::atomic<int> references_{2};
+};
+
+// Streams an agent's log entries to the admin one at a time: an entry is read from the agent only
+// after the previous one was written, so a slow admin slows the agent's stream instead of filling
+// the controller's memory.
+class AdminService::LogProxyReactor : public grpc::ServerWriteReactor<pb::LogEntry>,
+                                      public grpc::ClientReadReactor<pb::LogEntry> {
+ public:
+  LogProxyReactor(AdminService* service, grpc::CallbackServerContext* context, NodeView node,
+                  pb::LogFilter filter)
+      : service_(service), node_(std::move(node)), filter_(std::move(filter)) {
+    CopyDeadline(context, &upstream_);
+  }
+
+  void Begin() {
+    pb::NodeAgent::NewStub(service_->dialer_.Channel(node_.node.id, node_.node.agent_address))
+        ->async()
+        ->StreamLogs(&upstream_, &filter_, this);
+    StartRead(&entry_);
+    StartCall();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (ok) StartWrite(&entry_);
+  }
+  void OnWriteDone(bool ok) override {
+    if (ok) {
+      StartRead(&entry_);
+    } else {
+      upstream_.TryCancel();
+    }
+  }
+  // The agent's stream ended: pass its status on.
+  void OnDone(const grpc::Status& status) override {
+    Finish(FromAgent(node_, status));
+    Release();
+  }
+  void OnCancel() override { upstream_.TryCancel(); }
+  void OnDone() override {
+    service_->ReleaseStream();
+    Release();
+  }
+
+ private:
+  void Release() {
+    if (--references_ == 0) delete this;
+  }
+
+  AdminService* const service_;
+  const NodeView node_;
+  const pb::LogFilter filter_;
+  grpc::ClientContext upstream_;
+  pb::LogEntry entry_;
+  std::atomic<int> references_{2};
+};
+
+// Sends the cluster's state and then every change as it happens, from a task thread that waits on
+// the revision feed.
+class AdminService::WatchReactor : public grpc::ServerWriteReactor<pb::ClusterChange> {
+ public:
+  WatchReactor(AdminService* service, int64_t since) : service_(service), since_(since) {}
+
+  absl::Status Begin() {
+    return service_->blocking_.Run([this] { Pump(); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard lock(mu_);
+    writing_ = false;
+    if (!ok) broken_ = true;
+    changed_.notify_all();
+  }
+  void OnCancel() override {
+    cancel_.Cancel();
+    std::lock_guard lock(mu_);
+    changed_.notify_all();
+  }
+  void OnDone() override {
+    service_->ReleaseStream();
+    delete this;
+  }
+
+ private:
+  bool Ending() const { return cancel_.cancelled() || broken_ || service_->stopping_; }
+
+  void Pump() {
+    int64_t revision = since_;
+    absl::Status status;
+    while (status.ok() && !Ending()) {
+      absl::StatusOr<cluster::ClusterDelta> delta =
+          service_->cluster_.ChangesSince(revision, kWatchBatch);
+      if (!delta.ok()) {
+        status = delta.status();
+        break;
+      }
+      if (delta->full_snapshot) {
+        for (const store::Node& node : delta->snapshot.nodes) {
+          pb::ClusterChange change;
+          change.set_revision(delta->revision);
+          change.set_operation(pb::ClusterChange::OPERATION_UPSERT);
+          cluster::ToProto(node, change.mutable_node());
+          if (!Emit(change)) break;
+        }
+        for (const store::JoinToken& token : delta->snapshot.join_tokens) {
+          pb::ClusterChange change;
+          change.set_revision(delta->revision);
+          change.set_operation(pb::ClusterChange::OPERATION_UPSERT);
+          cluster::ToProto(token, false, change.mutable_join_token());
+          if (!Emit(change)) break;
+        }
+      }
+      for (const store::Change& stored : delta->changes) {
+        pb::ClusterChange change;
+        status = cluster::ToProto(stored, false, &change);
+        if (!status.ok() || !Emit(change)) break;
+      }
+      revision = delta->revision;
+      if (!delta->more) service_->cluster_.feed().WaitBeyond(revision, kWatchWakeup);
+    }
+    {
+      std::unique_lock lock(mu_);
+      changed_.wait(lock, [this] { return !writing_; });
+    }
+    if (status.ok() && service_->stopping_) {
+      status = absl::UnavailableError("pi-controller is shutting down");
+    }
+    // Nothing may touch `this` after Finish: OnDone can delete it at once.
+    Finish(common::ToGrpcStatus(status));
+  }
+
+  bool Emit(const pb::ClusterChange& change) {
+    std::unique_lock lock(mu_);
+    changed_.wait(lock, [this] { return !writing_ || cancel_.cancelled(); });
+    if (Ending()) return false;
+    message_ = change;
+    writing_ = true;
+    lock.unlock();
+    StartWrite(&message_);
+    return true;
+  }
+
+  AdminService* const service_;
+  const int64_t since_;
+  common::CancelToken cancel_;
+  std::mutex mu_;
+  std::condition_variable changed_;
+  bool writing_ = false;
+  std::atomic<bool> broken_{false};
+  pb::ClusterChange message_;
+};
+
+absl::StatusOr<common::Identity> AdminService::Authorize(grpc::CallbackServerContext* context,
+                                                         std::string_view method) const {
+  const cluster::Caller caller = cluster::CallerFromContext(*context);
+  if (!caller.identity.has_value()) {
+    return absl::UnauthenticatedError(
+        "the Admin service needs an admin certificate (pi-controller issue-admin NAME)");
+  }
+  absl::Status allowed = common::RequireRole(*caller.identity, {common::Role::kAdmin},
+                                             fmt::format("Admin.{}", method));
+  if (!allowed.ok()) {
+    spdlog::warn("refused Admin.{} from {}", method, caller.identity->ToString());
+    return allowed;
+  }
+  return *caller.identity;
+}
+
+absl::StatusOr<NodeView> AdminService::Resolve(const pb::NodeRef& ref) {
+  switch (ref.node_case()) {
+    case pb::NodeRef::kId:
+      if (ref.id().empty()) return absl::InvalidArgumentError("node id is empty");
+      return cluster_.GetNode(ref.id());
+    case pb::NodeRef::kHostname: {
+      absl::StatusOr<std::vector<NodeView>> nodes = cluster_.ListNodes("", {});
+      if (!nodes.ok()) return nodes.status();
+      for (NodeView& view : *nodes) {
+        if (view.node.hostname == ref.hostname()) return std::move(view);
+      }
+      return absl::NotFoundError(fmt::format("no node has hostname {:?}", ref.hostname()));
+    }
+    case pb::NodeRef::NODE_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError("name the node by id or hostname");
+}
+
+absl::StatusOr<NodeView> AdminService::ProxyTarget(grpc::CallbackServerContext* context,
+                                                   const pb::NodeRef& ref,
+                                                   std::string_view method) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, method);
+  if (!caller.ok()) return caller.status();
+  absl::StatusOr<NodeView> node = Resolve(ref);
+  if (!node.ok()) return node.status();
+  if (node->node.state == store::NodeState::kRemoved) {
+    return absl::FailedPreconditionError(fmt::format("node {} was removed", node->node.id));
+  }
+  spdlog::info("{} {} on node {}", caller->ToString(), method, node->node.id);
+  return node;
+}
+
+absl::Status AdminService::ReserveStream(std::string_view what) {
+  if (stopping_) return absl::UnavailableError("pi-controller is shutting down");
+  if (++open_streams_ > options_.max_streams) {
+    --open_streams_;
+    return absl::ResourceExhaustedError(fmt::format(
+        "{} refused: {} streams are open (admin.max_streams)", what, options_.max_streams));
+  }
+  return absl::OkStatus();
+}
+
+// ---- nodes -----------------------------------------------------------------------------------
+
+grpc::ServerUnaryReactor* AdminService::ListNodes(grpc::CallbackServerContext* context,
+                                                  const pb::ListNodesRequest* request,
+                                                  pb::ListNodesResponse* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "ListNodes");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  std::set<store::NodeState> states;
+  for (int state : request->states()) {
+    absl::StatusOr<store::NodeState> parsed = cluster::FromProto(static_cast<pb::NodeState>(state));
+    if (!parsed.ok()) return new FinishedUnary(parsed.status());
+    states.insert(*parsed);
+  }
+  // The revision is read first: a change racing the listing shows up again in a watch from it.
+  const int64_t revision = cluster_.feed().Current();
+  absl::StatusOr<std::vector<NodeView>> nodes =
+      cluster_.ListNodes(request->label_selector(), states);
+  if (!nodes.ok()) return new FinishedUnary(nodes.status());
+  for (const NodeView& node : *nodes) cluster::ToProto(node, response->add_nodes());
+  response->set_revision(revision);
+  return new FinishedUnary(absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AdminService::GetNode(grpc::CallbackServerContext* context,
+                                                const pb::NodeRef* request, pb::Node* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "GetNode");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  absl::StatusOr<NodeView> node = Resolve(*request);
+  if (node.ok()) cluster::ToProto(*node, response);
+  return new FinishedUnary(node.status());
+}
+
+grpc::ServerUnaryReactor* AdminService::LabelNode(grpc::CallbackServerContext* context,
+                                                  const pb::LabelNodeRequest* request,
+                                                  pb::Node* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "LabelNode");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  std::map<std::string, std::string> set(request->set().begin(), request->set().end());
+  std::vector<std::string> remove(request->remove().begin(), request->remove().end());
+  return common::FinishUnaryOnTask(
+      context, blocking_,
+      [this, ref = request->node(), set = std::move(set), remove = std::move(remove), response,
+       who = caller->ToString()]() -> absl::Status {
+        absl::StatusOr<NodeView> node = Resolve(ref);
+        if (!node.ok()) return node.status();
+        absl::StatusOr<NodeView> labelled = cluster_.LabelNode(node->node.id, set, remove);
+        if (!labelled.ok()) return labelled.status();
+        spdlog::info("{} labelled node {}", who, node->node.id);
+        cluster::ToProto(*labelled, response);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminService::SetAdminState(grpc::CallbackServerContext* context,
+                                                      const pb::NodeRef* request,
+                                                      pb::Node* response,
+                                                      store::AdminState admin_state,
+                                                      std::string_view method) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, method);
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  return common::FinishUnaryOnTask(
+      context, blocking_,
+      [this, ref = *request, response, admin_state, method = std::string(method),
+       who = caller->ToString()]() -> absl::Status {
+        absl::StatusOr<NodeView> node = Resolve(ref);
+        if (!node.ok()) return node.status();
+        absl::StatusOr<NodeView> changed = method == "RemoveNode"
+                                               ? cluster_.RemoveNode(node->node.id)
+                                               : cluster_.SetAdminState(node->node.id, admin_state);
+        if (!changed.ok()) return changed.status();
+        spdlog::info("{} {} {}: now {}", who, method, node->node.id,
+                     store::NodeStateName(changed->node.state));
+        cluster::ToProto(*changed, response);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminService::DrainNode(grpc::CallbackServerContext* context,
+                                                  const pb::NodeRef* request, pb::Node* response) {
+  return SetAdminState(context, request, response, store::AdminState::kDraining, "DrainNode");
+}
+
+grpc::ServerUnaryReactor* AdminService::CordonNode(grpc::CallbackServerContext* context,
+                                                   const pb::NodeRef* request, pb::Node* response) {
+  return SetAdminState(context, request, response, store::AdminState::kCordoned, "CordonNode");
+}
+
+grpc::ServerUnaryReactor* AdminService::UncordonNode(grpc::CallbackServerContext* context,
+                                                     const pb::NodeRef* request,
+                                                     pb::Node* response) {
+  return SetAdminState(context, request, response, store::AdminState::kNone, "UncordonNode");
+}
+
+grpc::ServerUnaryReactor* AdminService::RemoveNode(grpc::CallbackServerContext* context,
+                                                   const pb::NodeRef* request, pb::Node* response) {
+  return SetAdminState(context, request, response, store::AdminState::kNone, "RemoveNode");
+}
+
+// ---- proxied agent operations ----------------------------------------------------------------
+
+grpc::ServerUnaryReactor* AdminService::GetNodeMetrics(grpc::CallbackServerContext* context,
+                                                       const pb::NodeRef* request,
+                                                       pb::SystemMetrics* response) {
+  absl::StatusOr<NodeView> node = ProxyTarget(context, *request, "GetNodeMetrics");
+  if (!node.ok()) return new FinishedUnary(node.status());
+  auto* reactor = new ProxyUnaryReactor(context, *node);
+  static const google::protobuf::Empty kEmpty;
+  pb::NodeAgent::NewStub(dialer_.Channel(node->node.id, node->node.agent_address))
+      ->async()
+      ->GetSystemMetrics(reactor->upstream(), &kEmpty, response, reactor->OnAnswer());
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminService::ControlNodeGPIO(grpc::CallbackServerContext* context,
+                                                        const pb::NodeGPIORequest* request,
+                                                        pb::GPIOResponse* response) {
+  absl::StatusOr<NodeView> node = ProxyTarget(context, request->node(), "ControlNodeGPIO");
+  if (!node.ok()) return new FinishedUnary(node.status());
+  auto* reactor = new ProxyUnaryReactor(context, *node);
+  pb::NodeAgent::NewStub(dialer_.Channel(node->node.id, node->node.agent_address))
+      ->async()
+      ->ControlGPIO(reactor->upstream(), &request->request(), response, reactor->OnAnswer());
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminService::ExecuteNodeCommand(grpc::CallbackServerContext* context,
+                                                           const pb::NodeCommandRequest* request,
+                                                           pb::CommandResponse* response) {
+  absl::StatusOr<NodeView> node = ProxyTarget(context, request->node(), "ExecuteNodeCommand");
+  if (!node.ok()) return new FinishedUnary(node.status());
+  auto* reactor = new ProxyUnaryReactor(context, *node);
+  pb::NodeAgent::NewStub(dialer_.Channel(node->node.id, node->node.agent_address))
+      ->async()
+      ->ExecuteCommand(reactor->upstream(), &request->request(), response, reactor->OnAnswer());
+  return reactor;
+}
+
+grpc::ServerWriteReactor<pb::LogEntry>* AdminService::StreamNodeLogs(
+    grpc::CallbackServerContext* context, const pb::NodeLogRequest* request) {
+  absl::StatusOr<NodeView> node = ProxyTarget(context, request->node(), "StreamNodeLogs");
+  if (!node.ok()) return new FinishedStream<pb::LogEntry>(node.status());
+  if (absl::Status reserved = ReserveStream("StreamNodeLogs"); !reserved.ok()) {
+    return new FinishedStream<pb::LogEntry>(reserved);
+  }
+  auto* reactor = new LogProxyReactor(this, context, *node, request->filter());
+  reactor->Begin();
+  return reactor;
+}
+
+// ---- join tokens -----------------------------------------------------------------------------
+
+grpc::ServerUnaryReactor* AdminService::CreateJoinToken(grpc::CallbackServerContext* context,
+                                                        const pb::CreateJoinTokenRequest* request,
+                                                        pb::CreateJoinTokenResponse* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "CreateJoinToken");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  std::optional<std::chrono::seconds> ttl;
+  if (request->has_ttl()) {
+    absl::StatusOr<std::chrono::nanoseconds> parsed =
+        common::FromProtoDuration(request->ttl(), "ttl");
+    if (!parsed.ok()) return new FinishedUnary(parsed.status());
+    ttl = std::chrono::duration_cast<std::chrono::seconds>(*parsed);
+  }
+  if (request->max_uses() < 0) {
+    return new FinishedUnary(
+        absl::InvalidArgumentError("max_uses must not be negative (0 = unlimited)"));
+  }
+  std::optional<int64_t> max_uses;
+  if (request->max_uses() > 0) max_uses = request->max_uses();
+  return common::FinishUnaryOnTask(
+      context, blocking_,
+      [this, creator = *caller, description = request->description(), ttl, max_uses,
+       response]() -> absl::Status {
+        absl::StatusOr<cluster::CreatedJoinToken> created =
+            cluster_.CreateJoinToken(creator, description, ttl, max_uses);
+        if (!created.ok()) return created.status();
+        spdlog::info("{} created join token {}", creator.ToString(), created->token.id);
+        response->set_token(created->text);
+        cluster::ToProto(created->token, false, response->mutable_info());
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminService::ListJoinTokens(grpc::CallbackServerContext* context,
+                                                       const google::protobuf::Empty*,
+                                                       pb::ListJoinTokensResponse* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "ListJoinTokens");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  absl::StatusOr<std::vector<store::JoinToken>> tokens = cluster_.ListJoinTokens();
+  if (tokens.ok()) {
+    for (const store::JoinToken& token : *tokens) {
+      cluster::ToProto(token, false, response->add_tokens());
+    }
+  }
+  return new FinishedUnary(tokens.status());
+}
+
+grpc::ServerUnaryReactor* AdminService::RevokeJoinToken(grpc::CallbackServerContext* context,
+                                                        const pb::JoinTokenRef* request,
+                                                        pb::JoinTokenInfo* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "RevokeJoinToken");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  if (request->id().empty()) {
+    return new FinishedUnary(absl::InvalidArgumentError("give the id of the token to revoke"));
+  }
+  return common::FinishUnaryOnTask(
+      context, blocking_,
+      [this, id = request->id(), response, who = caller->ToString()]() -> absl::Status {
+        absl::StatusOr<store::JoinToken> revoked = cluster_.RevokeJoinToken(id);
+        if (!revoked.ok()) return revoked.status();
+        spdlog::info("{} revoked join token {}", who, id);
+        cluster::ToProto(*revoked, false, response);
+        return absl::OkStatus();
+      });
+}
+
+// ---- watch -----------------------------------------------------------------------------------
+
+grpc::ServerWriteReactor<pb::ClusterChange>* AdminService::WatchCluster(
+    grpc::CallbackServerContext* context, const pb::WatchClusterRequest* request) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "WatchCluster");
+  if (!caller.ok()) return new FinishedStream<pb::ClusterChange>(caller.status());
+  if (request->since_revision() < 0) {
+    return new FinishedStream<pb::ClusterChange>(
+        absl::InvalidArgumentError("since_revision must not be negative"));
+  }
+  if (absl::Status reserved = ReserveStream("WatchCluster"); !reserved.ok()) {
+    return new FinishedStream<pb::ClusterChange>(reserved);
+  }
+  auto* reactor = new WatchReactor(this, request->since_revision());
+  if (absl::Status started = reactor->Begin(); !started.ok()) {
+    delete reactor;
+    ReleaseStream();
+    return new FinishedStream<pb::ClusterChange>(started);
+  }
+  return reactor;
+}
+
+}  // namespace pi::controlplane::admin

@@ -1,0 +1,108 @@
+#pragma once
+
+#include <atomic>
+
+#include "absl/status/statusor.h"
+#include "common/grpc/blocking_tasks.h"
+#include "common/tls/identity.h"
+#include "control-plane/cluster/agent_dialer.h"
+#include "control-plane/cluster/cluster.h"
+#include "picontroller/v1/admin.grpc.pb.h"
+
+namespace pi::controlplane::admin {
+
+// The Admin gRPC adapter (DESIGN 4.3): admin identities only. Node operations go to the cluster
+// core; metrics, GPIO, commands and logs are proxied to the node's pi-agent over the controller's
+// own mTLS channel, so an admin needs only the controller's address.
+class AdminService final : public picontroller::v1::Admin::CallbackService {
+ public:
+  struct Options {
+    // Concurrent StreamNodeLogs and WatchCluster calls each (RESOURCE_EXHAUSTED beyond).
+    int max_streams = 32;
+  };
+
+  AdminService(cluster::Cluster& cluster, cluster::AgentDialer& dialer, Options options)
+      : cluster_(cluster), dialer_(dialer), options_(options) {}
+
+  // Ends every watch with UNAVAILABLE; proxied streams end when the server cancels them.
+  void Shutdown() { stopping_ = true; }
+
+  grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* context,
+                                      const picontroller::v1::ListNodesRequest* request,
+                                      picontroller::v1::ListNodesResponse* response) override;
+  grpc::ServerUnaryReactor* GetNode(grpc::CallbackServerContext* context,
+                                    const picontroller::v1::NodeRef* request,
+                                    picontroller::v1::Node* response) override;
+  grpc::ServerUnaryReactor* LabelNode(grpc::CallbackServerContext* context,
+                                      const picontroller::v1::LabelNodeRequest* request,
+                                      picontroller::v1::Node* response) override;
+  grpc::ServerUnaryReactor* DrainNode(grpc::CallbackServerContext* context,
+                                      const picontroller::v1::NodeRef* request,
+                                      picontroller::v1::Node* response) override;
+  grpc::ServerUnaryReactor* CordonNode(grpc::CallbackServerContext* context,
+                                       const picontroller::v1::NodeRef* request,
+                                       picontroller::v1::Node* response) override;
+  grpc::ServerUnaryReactor* UncordonNode(grpc::CallbackServerContext* context,
+                                         const picontroller::v1::NodeRef* request,
+                                         picontroller::v1::Node* response) override;
+  grpc::ServerUnaryReactor* RemoveNode(grpc::CallbackServerContext* context,
+                                       const picontroller::v1::NodeRef* request,
+                                       picontroller::v1::Node* response) override;
+
+  grpc::ServerUnaryReactor* GetNodeMetrics(grpc::CallbackServerContext* context,
+                                           const picontroller::v1::NodeRef* request,
+                                           picontroller::v1::SystemMetrics* response) override;
+  grpc::ServerUnaryReactor* ControlNodeGPIO(grpc::CallbackServerContext* context,
+                                            const picontroller::v1::NodeGPIORequest* request,
+                                            picontroller::v1::GPIOResponse* response) override;
+  grpc::ServerUnaryReactor* ExecuteNodeCommand(
+      grpc::CallbackServerContext* context, const picontroller::v1::NodeCommandRequest* request,
+      picontroller::v1::CommandResponse* response) override;
+  grpc::ServerWriteReactor<picontroller::v1::LogEntry>* StreamNodeLogs(
+      grpc::CallbackServerContext* context,
+      const picontroller::v1::NodeLogRequest* request) override;
+
+  grpc::ServerUnaryReactor* CreateJoinToken(
+      grpc::CallbackServerContext* context, const picontroller::v1::CreateJoinTokenRequest* request,
+      picontroller::v1::CreateJoinTokenResponse* response) override;
+  grpc::ServerUnaryReactor* ListJoinTokens(
+      grpc::CallbackServerContext* context, const google::protobuf::Empty* request,
+      picontroller::v1::ListJoinTokensResponse* response) override;
+  grpc::ServerUnaryReactor* RevokeJoinToken(grpc::CallbackServerContext* context,
+                                            const picontroller::v1::JoinTokenRef* request,
+                                            picontroller::v1::JoinTokenInfo* response) override;
+
+  grpc::ServerWriteReactor<picontroller::v1::ClusterChange>* WatchCluster(
+      grpc::CallbackServerContext* context,
+      const picontroller::v1::WatchClusterRequest* request) override;
+
+ private:
+  class WatchReactor;
+  class LogProxyReactor;
+  class ProxyUnaryReactor;
+
+  absl::StatusOr<common::Identity> Authorize(grpc::CallbackServerContext* context,
+                                             std::string_view method) const;
+  // The node a NodeRef names; NOT_FOUND with the ref in the message.
+  absl::StatusOr<cluster::NodeView> Resolve(const picontroller::v1::NodeRef& ref);
+  // Resolves a node the controller can proxy to (not REMOVED) and authorizes the caller.
+  absl::StatusOr<cluster::NodeView> ProxyTarget(grpc::CallbackServerContext* context,
+                                                const picontroller::v1::NodeRef& ref,
+                                                std::string_view method);
+  grpc::ServerUnaryReactor* SetAdminState(grpc::CallbackServerContext* context,
+                                          const picontroller::v1::NodeRef* request,
+                                          picontroller::v1::Node* response,
+                                          store::AdminState admin_state, std::string_view method);
+  absl::Status ReserveStream(std::string_view what);
+  void ReleaseStream() { --open_streams_; }
+
+  cluster::Cluster& cluster_;
+  cluster::AgentDialer& dialer_;
+  const Options options_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> open_streams_{0};
+  // Store writes and watches run here, not on gRPC's callback threads.
+  common::BlockingTasks blocking_;
+};
+
+}  // namespace pi::controlplane::admin

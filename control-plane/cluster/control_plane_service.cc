@@ -1,0 +1,151 @@
+#include "control-plane/cluster/control_plane_service.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+
+#include "common/grpc/proto_time.h"
+#include "common/grpc/status.h"
+#include "common/grpc/unary_task.h"
+#include "control-plane/cluster/cluster_grpc.h"
+
+namespace pi::controlplane::cluster {
+namespace {
+
+namespace pb = picontroller::v1;
+
+bool IsPolicyRefusal(const absl::Status& status) {
+  return absl::IsUnauthenticated(status) || absl::IsPermissionDenied(status) ||
+         absl::IsAlreadyExists(status) || absl::IsFailedPrecondition(status);
+}
+
+bool IsFraction(double value, double max) {
+  return std::isfinite(value) && value >= 0 && value <= max;
+}
+
+}  // namespace
+
+absl::Status ValidateHealthSummary(const pb::HealthSummary& summary) {
+  if (!pb::HealthStatus::State_IsValid(summary.status())) {
+    return absl::InvalidArgumentError("summary.status is not a known health state");
+  }
+  if (!IsFraction(summary.cpu_usage_percent(), 100.0)) {
+    return absl::InvalidArgumentError("summary.cpu_usage_percent must be within 0-100");
+  }
+  if (summary.memory_available_bytes() > summary.memory_total_bytes()) {
+    return absl::InvalidArgumentError(
+        "summary.memory_available_bytes is larger than memory_total_bytes");
+  }
+  if (!IsFraction(summary.load1(), 1e6)) {
+    return absl::InvalidArgumentError("summary.load1 must be a finite, non-negative number");
+  }
+  if (summary.has_max_temperature_celsius() &&
+      !(std::isfinite(summary.max_temperature_celsius()) &&
+        std::fabs(summary.max_temperature_celsius()) < 1000)) {
+    return absl::InvalidArgumentError("summary.max_temperature_celsius is not a temperature");
+  }
+  if (summary.uptime().seconds() < 0 || summary.uptime().nanos() < 0) {
+    return absl::InvalidArgumentError("summary.uptime must not be negative");
+  }
+  if (summary.agent_version().size() > 64) {
+    return absl::InvalidArgumentError("summary.agent_version is longer than 64 characters");
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* ControlPlaneService::RegisterNode(grpc::CallbackServerContext* context,
+                                                            const pb::NodeRegistration* request,
+                                                            pb::RegistrationResponse* response) {
+  Registration registration;
+  registration.join_token = request->join_token();
+  registration.hostname = request->hostname();
+  registration.agent_address = request->agent_address();
+  registration.peer_host = PeerHost(*context);
+  registration.labels.insert(request->labels().begin(), request->labels().end());
+  registration.facts.insert(request->facts().begin(), request->facts().end());
+  registration.csr_pem = request->csr_pem();
+  return common::FinishUnaryOnTask(
+      context, blocking_,
+      [this, registration = std::move(registration), caller = CallerFromContext(*context),
+       response]() -> absl::Status {
+        absl::StatusOr<RegistrationResult> result = cluster_.RegisterNode(registration, caller);
+        if (!result.ok()) {
+          if (!IsPolicyRefusal(result.status())) return result.status();
+          spdlog::warn("refused registration of {:?}: {}", registration.hostname,
+                       std::string(result.status().message()));
+          response->set_accepted(false);
+          response->set_reason(std::string(result.status().message()));
+          return absl::OkStatus();
+        }
+        spdlog::info("node {} ({}) {} at {}", result->node_id, registration.hostname,
+                     registration.join_token.empty() ? "registered again" : "joined",
+                     result->agent_address);
+        response->set_accepted(true);
+        response->set_node_id(result->node_id);
+        response->set_certificate_pem(result->certificate_pem);
+        response->set_ca_bundle_pem(result->ca_pem);
+        *response->mutable_heartbeat_interval() =
+            common::ToProtoDuration(result->heartbeat_interval);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* ControlPlaneService::ReportHealth(grpc::CallbackServerContext* context,
+                                                            const pb::HealthReport* request,
+                                                            google::protobuf::Empty*) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = ValidateHealthSummary(request->summary());
+  if (status.ok()) {
+    status = cluster_.ReportHealth(CallerFromContext(*context), request->node_id(),
+                                   request->summary().SerializeAsString());
+  }
+  reactor->Finish(common::ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlPlaneService::SyncClusterState(
+    grpc::CallbackServerContext* context, const pb::ClusterStateRequest* request,
+    pb::ClusterStateResponse* response) {
+  const Caller caller = CallerFromContext(*context);
+  return common::FinishUnaryOnTask(
+      context, blocking_,
+      [this, caller, since = request->since_revision(), max = request->max_changes(),
+       response]() -> absl::Status {
+        if (!caller.identity.has_value()) {
+          return absl::UnauthenticatedError(
+              "SyncClusterState needs the controller certificate of a peer");
+        }
+        if (absl::Status allowed = common::RequireRole(
+                *caller.identity, {common::Role::kController}, "ControlPlane.SyncClusterState");
+            !allowed.ok()) {
+          return allowed;
+        }
+        absl::StatusOr<ClusterDelta> delta = cluster_.ChangesSince(since, max);
+        if (!delta.ok()) return delta.status();
+        response->set_revision(delta->revision);
+        response->set_full_snapshot(delta->full_snapshot);
+        response->set_more(delta->more);
+        for (const store::Change& change : delta->changes) {
+          if (absl::Status status = ToProto(change, true, response->add_changes()); !status.ok()) {
+            return status;
+          }
+        }
+        for (const store::Node& node : delta->snapshot.nodes) ToProto(node, response->add_nodes());
+        for (const store::JoinToken& token : delta->snapshot.join_tokens) {
+          ToProto(token, true, response->add_join_tokens());
+        }
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* ControlPlaneService::RequestProvisioning(
+    grpc::CallbackServerContext* context, const pb::ProvisioningRequest*,
+    pb::ProvisioningResponse*) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                               "provisioning is not available in this pi-controller yet"));
+  return reactor;
+}
+
+}  // namespace pi::controlplane::cluster

@@ -1,0 +1,44 @@
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "control-plane/cluster/cluster.h"
+
+namespace pi::controlplane {
+
+// Everything in /etc/pi-controller/controller.json. Defaults are what an operator gets with an
+// empty file (DESIGN 5.6).
+struct ControllerConfig {
+  // The CA, the controller's certificate and the SQLite store live here.
+  std::string state_dir = "/var/lib/pi-controller";
+  // ControlPlane and Admin: mTLS; joining agents connect without a certificate.
+  std::string listen = "0.0.0.0:9090";
+  // /metrics and /healthz.
+  std::string http_listen = "127.0.0.1:9900";
+  std::string log_level = "info";
+  // Names and addresses agents and pictl use to reach the controller; they go into its
+  // certificate. The machine's hostname, "localhost" and "127.0.0.1" are always added.
+  std::vector<std::string> certificate_hosts;
+  // Larger gRPC requests are refused with RESOURCE_EXHAUSTED.
+  size_t max_request_bytes = 4 * 1024 * 1024;
+
+  cluster::ClusterOptions cluster;
+  std::chrono::milliseconds health_poll_interval{std::chrono::seconds(30)};
+  std::chrono::milliseconds health_poll_timeout{std::chrono::seconds(5)};
+  // Concurrent proxied log streams and cluster watches, each.
+  int admin_max_streams = 32;
+
+  std::string DatabasePath() const { return state_dir + "/cluster.db"; }
+  std::string CertFile() const { return state_dir + "/controller.crt"; }
+  std::string KeyFile() const { return state_dir + "/controller.key"; }
+};
+
+// Reads and validates controller.json; errors name the file and the key. A missing file at the
+// default path gives the defaults, so `pi-controller init` works before any config exists.
+absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path,
+                                                      bool missing_is_default);
+
+}  // namespace pi::controlplane

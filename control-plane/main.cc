@@ -1,0 +1,327 @@
+// pi-controller: the control plane. This file only wires things together: flags, config, the
+// cluster CA, the store, the cores, the gRPC and HTTP listeners, systemd notifications and the
+// run loop.
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "common/http/http_server.h"
+#include "common/log/log.h"
+#include "common/prometheus/text_writer.h"
+#include "common/system/files.h"
+#include "common/system/host_port.h"
+#include "common/system/sd_notify.h"
+#include "common/tls/credentials.h"
+#include "control-plane/admin/admin_service.h"
+#include "control-plane/cluster/agent_dialer.h"
+#include "control-plane/cluster/cluster.h"
+#include "control-plane/cluster/control_plane_service.h"
+#include "control-plane/cluster/controller_identity.h"
+#include "control-plane/cluster/health_poller.h"
+#include "control-plane/controller_config.h"
+#include "control-plane/store/sqlite_cluster_store.h"
+
+namespace pi::controlplane {
+namespace {
+
+constexpr char kDefaultConfigPath[] = "/etc/pi-controller/controller.json";
+constexpr std::chrono::hours kAdminCertValidity{24 * 365};
+
+struct Flags {
+  std::string config_path = kDefaultConfigPath;
+  std::string ports_file;
+  std::string log_level;
+  bool check_config = false;
+  // issue-admin
+  std::string admin_name;
+  std::string admin_out;
+  std::string admin_address;
+};
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "pi-controller: %s\n", std::string(status.message()).c_str());
+  return 2;
+}
+
+sigset_t ShutdownSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  return signals;
+}
+
+std::string Hostname() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return host;
+}
+
+// The names in the controller's certificate: what the operator configured plus the names every
+// controller answers to locally.
+std::vector<std::string> CertificateHosts(const ControllerConfig& config) {
+  std::vector<std::string> hosts = config.certificate_hosts;
+  for (const std::string& host : {Hostname(), std::string("localhost"), std::string("127.0.0.1")}) {
+    if (!host.empty() && common::ValidateSubjectAltNames({host}).ok() &&
+        std::find(hosts.begin(), hosts.end(), host) == hosts.end()) {
+      hosts.push_back(host);
+    }
+  }
+  return hosts;
+}
+
+struct Pki {
+  cluster::CertificateAuthority ca;
+  bool issued_controller_certificate = false;
+};
+
+absl::StatusOr<Pki> PreparePki(const ControllerConfig& config) {
+  std::error_code error;
+  std::filesystem::create_directories(config.state_dir, error);
+  if (error) {
+    return absl::FailedPreconditionError(
+        fmt::format("cannot create state_dir {}: {}", config.state_dir, error.message()));
+  }
+  if (chmod(config.state_dir.c_str(), 0700) != 0) {
+    return absl::FailedPreconditionError(
+        fmt::format("cannot restrict state_dir {} to its owner", config.state_dir));
+  }
+  absl::StatusOr<cluster::CertificateAuthority> ca =
+      cluster::CertificateAuthority::LoadOrCreate(config.state_dir, common::RealClock());
+  if (!ca.ok()) return ca.status();
+  absl::StatusOr<bool> issued = cluster::EnsureControllerCertificate(
+      *ca, {config.CertFile(), config.KeyFile()}, CertificateHosts(config), common::RealClock());
+  if (!issued.ok()) return issued.status();
+  return Pki{*std::move(ca), *issued};
+}
+
+std::string DefaultControllerAddress(const ControllerConfig& config) {
+  absl::StatusOr<common::HostPort> listen = common::ParseListenAddress(config.listen);
+  common::HostPort address = *listen;
+  if (address.host == "0.0.0.0" || address.host == "::") address.host = "127.0.0.1";
+  return common::JoinHostPort(address);
+}
+
+int Init(const ControllerConfig& config) {
+  absl::StatusOr<Pki> pki = PreparePki(config);
+  if (!pki.ok()) return Fail(pki.status());
+  std::printf(
+      "cluster CA:        %s/ca.crt\n"
+      "CA pin (sha256):   %s\n"
+      "controller cert:   %s (%s)\n"
+      "next: pi-controller issue-admin NAME --out ~/.config/pictl\n",
+      config.state_dir.c_str(), pki->ca.pin().c_str(), config.CertFile().c_str(),
+      pki->issued_controller_certificate ? "issued" : "kept");
+  return 0;
+}
+
+int IssueAdmin(const ControllerConfig& config, const Flags& flags) {
+  absl::StatusOr<Pki> pki = PreparePki(config);
+  if (!pki.ok()) return Fail(pki.status());
+  const std::string address =
+      flags.admin_address.empty() ? DefaultControllerAddress(config) : flags.admin_address;
+  if (absl::Status status = cluster::WriteAdminBundle(pki->ca, flags.admin_name, flags.admin_out,
+                                                      address, kAdminCertValidity);
+      !status.ok()) {
+    return Fail(status);
+  }
+  std::printf("admin:%s: certificate and pictl config written to %s (controller %s)\n",
+              flags.admin_name.c_str(), flags.admin_out.c_str(), address.c_str());
+  return 0;
+}
+
+void WriteMetrics(cluster::Cluster& cluster, common::PrometheusTextWriter& writer) {
+  std::map<store::NodeState, int> counts;
+  for (store::NodeState state :
+       {store::NodeState::kRegistered, store::NodeState::kReady, store::NodeState::kDown,
+        store::NodeState::kDraining, store::NodeState::kCordoned, store::NodeState::kRemoved}) {
+    counts[state] = 0;
+  }
+  absl::StatusOr<std::vector<cluster::NodeView>> nodes = cluster.ListNodes(
+      "", {store::NodeState::kRegistered, store::NodeState::kReady, store::NodeState::kDown,
+           store::NodeState::kDraining, store::NodeState::kCordoned, store::NodeState::kRemoved});
+  if (nodes.ok()) {
+    for (const cluster::NodeView& node : *nodes) ++counts[node.node.state];
+  }
+  writer.Family("pi_controller_nodes", "Nodes by state", "gauge");
+  for (const auto& [state, count] : counts) {
+    writer.Sample("pi_controller_nodes", {{"state", store::NodeStateName(state)}}, count);
+  }
+  writer.Family("pi_controller_cluster_revision", "The persisted cluster revision", "gauge");
+  writer.Sample("pi_controller_cluster_revision", static_cast<double>(cluster.feed().Current()));
+  writer.Family("pi_controller_build_info", "Version of this pi-controller", "gauge");
+  writer.Sample("pi_controller_build_info", {{"version", PI_VERSION}}, 1);
+}
+
+int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& signals) {
+  absl::StatusOr<Pki> pki = PreparePki(config);
+  if (!pki.ok()) return Fail(pki.status());
+  const common::ServerTlsConfig tls{config.CertFile(), config.KeyFile(),
+                                    config.state_dir + "/ca.crt", common::ClientAuth::kRequest};
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> server_credentials =
+      common::MakeServerCredentials(tls);
+  if (!server_credentials.ok()) return Fail(server_credentials.status());
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> agent_credentials =
+      common::MakeChannelCredentials({tls.ca_file, tls.cert_file, tls.key_file});
+  if (!agent_credentials.ok()) return Fail(agent_credentials.status());
+  absl::StatusOr<std::unique_ptr<store::SqliteClusterStore>> store =
+      store::SqliteClusterStore::Open(config.DatabasePath(), common::RealClock());
+  if (!store.ok()) return Fail(store.status());
+  absl::StatusOr<std::unique_ptr<cluster::Cluster>> cluster =
+      cluster::Cluster::Create(**store, pki->ca, common::RealClock(), config.cluster);
+  if (!cluster.ok()) return Fail(cluster.status());
+  if (flags.check_config) {
+    std::printf("pi-controller: %s is valid\n", flags.config_path.c_str());
+    return 0;
+  }
+
+  common::InitLogging("pi-controller", config.log_level);
+  if (pki->issued_controller_certificate) {
+    spdlog::info("issued a new controller certificate {}", config.CertFile());
+  }
+  cluster::AgentDialer dialer(*agent_credentials);
+  cluster::ControlPlaneService control_plane(**cluster);
+  admin::AdminService admin_service(**cluster, dialer, {config.admin_max_streams});
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(common::JoinHostPort(*common::ParseListenAddress(config.listen)),
+                           *server_credentials, &grpc_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
+  builder.RegisterService(&control_plane);
+  builder.RegisterService(&admin_service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || grpc_port == 0) {
+    return Fail(absl::UnavailableError(fmt::format("cannot listen on {} for gRPC", config.listen)));
+  }
+
+  common::HttpServer http;
+  http.Handle("GET", "/metrics", [&cluster](const common::HttpRequest&) {
+    common::PrometheusTextWriter writer;
+    WriteMetrics(**cluster, writer);
+    return common::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", writer.text()};
+  });
+  http.Handle("GET", "/healthz", [](const common::HttpRequest&) {
+    return common::HttpResponse{200, "text/plain; charset=utf-8", "ok\n"};
+  });
+  int http_port = 0;
+  if (!config.http_listen.empty()) {
+    absl::StatusOr<uint16_t> bound = http.Start(config.http_listen);
+    if (!bound.ok()) {
+      server->Shutdown();
+      return Fail(bound.status());
+    }
+    http_port = *bound;
+  }
+  if (!flags.ports_file.empty()) {
+    const std::string ports = nlohmann::json{{"grpc", grpc_port}, {"http", http_port}}.dump();
+    if (absl::Status status = common::WriteFileAtomically(flags.ports_file, ports, 0644);
+        !status.ok()) {
+      server->Shutdown();
+      return Fail(status);
+    }
+  }
+
+  cluster::HealthPoller poller(**cluster, dialer, config.health_poll_interval,
+                               config.health_poll_timeout);
+  poller.Start();
+  spdlog::info(
+      "pi-controller {} serving ControlPlane and Admin on {} (port {}), metrics on {} (port {}); "
+      "CA pin {}",
+      PI_VERSION, config.listen, grpc_port, config.http_listen, http_port, pki->ca.pin());
+  if (absl::Status status = common::SdNotify("READY=1\nSTATUS=serving"); !status.ok()) {
+    spdlog::warn("{}", std::string(status.message()));
+  }
+
+  // The run loop: wakes for a signal, the cluster's tick, or the watchdog.
+  const auto watchdog = common::WatchdogPingInterval();
+  const auto tick_interval = std::min<std::chrono::nanoseconds>(
+      std::chrono::seconds(1), config.cluster.heartbeat_interval / 2);
+  auto next_ping = std::chrono::steady_clock::now();
+  auto next_tick = std::chrono::steady_clock::now() + tick_interval;
+  int received = 0;
+  while (received == 0) {
+    auto now = std::chrono::steady_clock::now();
+    if (now >= next_tick) {
+      if (absl::Status status = (*cluster)->Tick(); !status.ok()) {
+        spdlog::error("cluster tick: {}", std::string(status.message()));
+      }
+      next_tick = now + tick_interval;
+    }
+    auto wake = next_tick;
+    if (watchdog) {
+      if (now >= next_ping) {
+        common::SdNotify("WATCHDOG=1").IgnoreError();
+        next_ping = now + *watchdog;
+      }
+      wake = std::min(wake, next_ping);
+    }
+    const auto wait = std::max(std::chrono::nanoseconds(0), wake - now);
+    const timespec timeout{static_cast<time_t>(wait.count() / 1'000'000'000),
+                           static_cast<long>(wait.count() % 1'000'000'000)};
+    const int signal_number = sigtimedwait(&signals, nullptr, &timeout);
+    if (signal_number > 0) received = signal_number;
+  }
+
+  spdlog::info("received {}, shutting down", strsignal(received));
+  common::SdNotify("STOPPING=1").IgnoreError();
+  server->GetHealthCheckService()->SetServingStatus(false);
+  admin_service.Shutdown();
+  poller.Stop();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  http.Stop();
+  if (absl::Status status = (*cluster)->Tick(); !status.ok()) {
+    spdlog::error("writing the last heartbeats: {}", std::string(status.message()));
+  }
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace pi::controlplane
+
+int main(int argc, char** argv) {
+  // Before any thread exists, so every thread inherits the mask and only the run loop takes
+  // shutdown signals.
+  const sigset_t signals = pi::controlplane::ShutdownSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  pi::controlplane::Flags flags;
+  CLI::App app{"pi-controller: the Pi-Controller control plane"};
+  app.add_option("-c,--config", flags.config_path, "Configuration file")->capture_default_str();
+  app.add_option("--log-level", flags.log_level, "Override log_level: trace|debug|info|warn|error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_option("--ports-file", flags.ports_file,
+                 "Write the bound ports as JSON {\"grpc\":N,\"http\":M} here once listening");
+  app.add_flag("--check-config", flags.check_config,
+               "Validate the configuration, CA, certificates and store, then exit");
+  auto* init = app.add_subcommand(
+      "init", "Create the cluster CA and the controller certificate in state_dir, then exit");
+  auto* issue_admin = app.add_subcommand(
+      "issue-admin", "Issue an admin certificate and a pictl config into a directory");
+  issue_admin->add_option("name", flags.admin_name, "Admin name (the identity is admin:NAME)")
+      ->required();
+  issue_admin
+      ->add_option("--out", flags.admin_out, "Directory for ca.crt, admin.crt/key, config.json")
+      ->required();
+  issue_admin->add_option("--address", flags.admin_address,
+                          "Controller address pictl should use (default: from listen)");
+  app.set_version_flag("--version", std::string("pi-controller ") + PI_VERSION);
+  CLI11_PARSE(app, argc, argv);
+
+  const bool default_path = flags.config_path == pi::controlplane::kDefaultConfigPath;
+  absl::StatusOr<pi::controlplane::ControllerConfig> config =
+      pi::controlplane::LoadControllerConfig(flags.config_path, default_path);
+  if (!config.ok()) return pi::controlplane::Fail(config.status());
+  if (!flags.log_level.empty()) config->log_level = flags.log_level;
+  if (*init) return pi::controlplane::Init(*config);
+  if (*issue_admin) return pi::controlplane::IssueAdmin(*config, flags);
+  return pi::controlplane::Serve(*config, flags, signals);
+}

@@ -1,0 +1,506 @@
+#include "control-plane/pictl/cli.h"
+
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "common/tls/credentials.h"
+#include "control-plane/pictl/errors.h"
+#include "control-plane/pictl/format.h"
+#include "control-plane/pictl/requests.h"
+#include "picontroller/v1/admin.grpc.pb.h"
+
+namespace pi::controlplane::pictl {
+namespace {
+
+// Without its own --timeout an exec runs for at most the agent's exec.max_timeout, 300 s unless
+// configured otherwise; the call waits that long plus the usual --timeout.
+constexpr std::chrono::seconds kAgentMaxExecTimeout{300};
+
+constexpr char kExitCodesHelp[] =
+    "Exit codes: 0 ok; 1 the controller or the node reported a failure; 2 bad usage, config or "
+    "credentials; 3 controller unreachable or pictl's certificate refused; 130 interrupted. "
+    "`exec` exits with the remote command's code (128+signal when it was killed).\n"
+    "Config: --config, else $PICTL_CONFIG, else ~/.config/pictl/config.json: {\"controller\": "
+    "\"HOST:PORT\", \"ca_file\": \"ca.crt\", \"cert_file\": \"admin.crt\", \"key_file\": "
+    "\"admin.key\"} (paths relative to the file). Create it with `pi-controller issue-admin NAME "
+    "--out ~/.config/pictl`.\n";
+
+struct GlobalOptions {
+  ConnectionFlags connection;
+  bool json = false;
+  std::string timeout = "10s";
+};
+
+// One connected invocation: the stub, the deadline policy and the output conventions.
+class Session {
+ public:
+  Session(const GlobalOptions& options, const PictlConfig& config, std::chrono::nanoseconds timeout,
+          const RunContext& context, std::ostream& out, std::ostream& err,
+          std::shared_ptr<grpc::ChannelCredentials> credentials)
+      : options_(options),
+        config_(config),
+        timeout_(timeout),
+        context_(context),
+        out_(out),
+        err_(err),
+        stub_(pb::Admin::NewStub(grpc::CreateChannel(config.controller, credentials))) {}
+
+  pb::Admin::Stub& stub() { return *stub_; }
+  bool json() const { return options_.json; }
+  const std::string& controller() const { return config_.controller; }
+  WallTime now() const { return context_.clock->WallNow(); }
+  std::ostream& out() { return out_; }
+  std::ostream& err() { return err_; }
+
+  // Calls `rpc` with the --timeout deadline (plus `extra`) and prints the answer: as JSON with
+  // --json, else with `print`.
+  template <typename Response>
+  int Unary(const std::function<grpc::Status(grpc::ClientContext*, Response*)>& rpc,
+            const std::function<void(const Response&)>& print,
+            std::chrono::nanoseconds extra = std::chrono::nanoseconds(0)) {
+    grpc::ClientContext call;
+    call.set_deadline(
+        std::chrono::system_clock::now() +
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(timeout_ + extra));
+    Response response;
+    grpc::Status status;
+    {
+      auto registration = context_.interrupt->OnCancel([&call] { call.TryCancel(); });
+      status = rpc(&call, &response);
+    }
+    if (!status.ok()) return Fail(status, /*stream=*/false);
+    if (json()) {
+      out_ << ToJsonLine(response) << "\n";
+    } else {
+      print(response);
+    }
+    return kExitOk;
+  }
+
+  // Reads a server stream until it ends, the call fails or Ctrl-C (a clean end). Streams have no
+  // deadline: they last as long as the operator wants (logs -f, watch).
+  template <typename Message>
+  int Stream(
+      const std::function<std::unique_ptr<grpc::ClientReader<Message>>(grpc::ClientContext*)>& open,
+      const std::function<std::string(const Message&)>& format) {
+    grpc::ClientContext call;
+    grpc::Status status;
+    {
+      auto registration = context_.interrupt->OnCancel([&call] { call.TryCancel(); });
+      auto reader = open(&call);
+      Message message;
+      while (reader->Read(&message)) {
+        // Flushed per line so `pictl logs -f | grep` sees each line as it comes.
+        out_ << (json() ? ToJsonLine(message) : format(message)) << std::endl;
+      }
+      status = reader->Finish();
+    }
+    if (!status.ok()) return Fail(status, /*stream=*/true);
+    return kExitOk;
+  }
+
+ private:
+  int Fail(const grpc::Status& status, bool stream) {
+    if (context_.interrupt->cancelled()) {
+      if (stream) return kExitOk;
+      err_ << "pictl: interrupted\n";
+      return kExitInterrupted;
+    }
+    const Failure failure = DescribeRpcFailure(status, config_.controller);
+    err_ << "pictl: " << failure.message << "\n";
+    return failure.exit_code;
+  }
+
+  const GlobalOptions& options_;
+  PictlConfig config_;
+  std::chrono::nanoseconds timeout_;
+  const RunContext& context_;
+  std::ostream& out_;
+  std::ostream& err_;
+  std::unique_ptr<pb::Admin::Stub> stub_;
+};
+
+using Action = std::function<int(Session&)>;
+
+int LocalFailure(std::ostream& err, const absl::Status& status) {
+  err << "pictl: " << DescribeLocalFailure(status).message << "\n";
+  return kExitUsage;
+}
+
+// The node subcommands that take only a node and return it.
+void AddNodeVerb(CLI::App& nodes, const std::string& name, const std::string& help,
+                 const std::string& past_tense,
+                 grpc::Status (pb::Admin::Stub::*rpc)(grpc::ClientContext*, const pb::NodeRef&,
+                                                      pb::Node*),
+                 std::string& node, Action& action) {
+  auto* sub = nodes.add_subcommand(name, help);
+  sub->add_option("NODE", node, "Node id")->required();
+  sub->callback([&node, &action, rpc, past_tense] {
+    action = [&node, rpc, past_tense](Session& session) {
+      const pb::NodeRef ref = NodeRefOf(node);
+      return session.Unary<pb::Node>(
+          [&](grpc::ClientContext* call, pb::Node* response) {
+            return (session.stub().*rpc)(call, ref, response);
+          },
+          [&](const pb::Node& response) {
+            session.out() << FormatNodeUpdate(response, past_tense);
+          });
+    };
+  });
+}
+
+// Everything the subcommands read, kept alive across parsing and running.
+struct Arguments {
+  GlobalOptions global;
+  std::string node;
+  std::string selector;
+  std::vector<std::string> states;
+  std::vector<std::string> label_changes;
+  GpioOptions gpio;
+  ExecOptions exec;
+  LogsOptions logs;
+  TokenOptions token;
+  std::string token_id;
+  int64_t since_revision = 0;
+};
+
+void DefineNodes(CLI::App& app, Arguments& args, Action& action) {
+  auto* nodes = app.add_subcommand("nodes", "List, inspect, label and manage nodes");
+  nodes->require_subcommand(1);
+
+  auto* list = nodes->add_subcommand("list", "Table of nodes (all but REMOVED by default)");
+  list->add_option("--selector,-l", args.selector, "Label selector: key=value,key2=value2");
+  list->add_option("--state", args.states, "Only these states (READY, DOWN, ...); repeatable")
+      ->delimiter(',');
+  list->callback([&] {
+    action = [&args](Session& session) {
+      auto request = BuildListNodesRequest(args.selector, args.states);
+      if (!request.ok()) return LocalFailure(session.err(), request.status());
+      return session.Unary<pb::ListNodesResponse>(
+          [&](grpc::ClientContext* call, pb::ListNodesResponse* response) {
+            return session.stub().ListNodes(call, *request, response);
+          },
+          [&](const pb::ListNodesResponse& response) {
+            session.out() << FormatNodeTable(response, session.now());
+          });
+    };
+  });
+
+  auto* show = nodes->add_subcommand("show", "Everything known about one node");
+  show->add_option("NODE", args.node, "Node id")->required();
+  show->callback([&] {
+    action = [&args](Session& session) {
+      const pb::NodeRef ref = NodeRefOf(args.node);
+      return session.Unary<pb::Node>(
+          [&](grpc::ClientContext* call, pb::Node* response) {
+            return session.stub().GetNode(call, ref, response);
+          },
+          [&](const pb::Node& response) {
+            session.out() << FormatNodeDetails(response, session.now());
+          });
+    };
+  });
+
+  auto* label = nodes->add_subcommand("label", "Set (key=value) and remove (key-) labels");
+  label->add_option("NODE", args.node, "Node id")->required();
+  label->add_option("CHANGES", args.label_changes, "key=value to set, key- to remove")->required();
+  label->callback([&] {
+    action = [&args](Session& session) {
+      auto request = BuildLabelNodeRequest(args.node, args.label_changes);
+      if (!request.ok()) return LocalFailure(session.err(), request.status());
+      return session.Unary<pb::Node>(
+          [&](grpc::ClientContext* call, pb::Node* response) {
+            return session.stub().LabelNode(call, *request, response);
+          },
+          [&](const pb::Node& response) {
+            session.out() << FormatNodeUpdate(response, "labeled");
+          });
+    };
+  });
+
+  AddNodeVerb(*nodes, "drain", "No new work; running work finishes", "draining",
+              &pb::Admin::Stub::DrainNode, args.node, action);
+  AddNodeVerb(*nodes, "cordon", "No new work", "cordoned", &pb::Admin::Stub::CordonNode, args.node,
+              action);
+  AddNodeVerb(*nodes, "uncordon", "Accept work again (ends drain or cordon)", "uncordoned",
+              &pb::Admin::Stub::UncordonNode, args.node, action);
+  AddNodeVerb(*nodes, "remove", "Mark REMOVED; its certificate is no longer accepted", "removed",
+              &pb::Admin::Stub::RemoveNode, args.node, action);
+}
+
+void DefineMetrics(CLI::App& app, Arguments& args, Action& action) {
+  auto* metrics = app.add_subcommand("metrics", "A node's live system metrics");
+  metrics->add_option("NODE", args.node, "Node id")->required();
+  metrics->callback([&] {
+    action = [&args](Session& session) {
+      const pb::NodeRef ref = NodeRefOf(args.node);
+      return session.Unary<pb::SystemMetrics>(
+          [&](grpc::ClientContext* call, pb::SystemMetrics* response) {
+            return session.stub().GetNodeMetrics(call, ref, response);
+          },
+          [&](const pb::SystemMetrics& response) {
+            session.out() << FormatMetrics(response, session.now());
+          });
+    };
+  });
+}
+
+void DefineGpio(CLI::App& app, Arguments& args, Action& action) {
+  auto* gpio = app.add_subcommand("gpio", "Read, write, configure or release a GPIO line");
+  gpio->add_option("NODE", args.node, "Node id")->required();
+  gpio->add_option("--chip", args.gpio.chip,
+                   "Chip label, name or path (default: the agent's default chip)");
+  gpio->require_subcommand(1);
+  const std::string line_help = "Line offset (17) or kernel line name (GPIO17)";
+
+  auto run = [&args](Session& session) {
+    auto request = BuildGpioRequest(args.node, args.gpio);
+    if (!request.ok()) return LocalFailure(session.err(), request.status());
+    return session.Unary<pb::GPIOResponse>(
+        [&](grpc::ClientContext* call, pb::GPIOResponse* response) {
+          return session.stub().ControlNodeGPIO(call, *request, response);
+        },
+        [&](const pb::GPIOResponse& response) {
+          session.out() << FormatGpio(response, session.now());
+        });
+  };
+
+  auto* read = gpio->add_subcommand("read", "Read the line's level");
+  read->add_option("LINE", args.gpio.line, line_help)->required();
+
+  auto* write = gpio->add_subcommand("write", "Drive the line to 0 or 1");
+  write->add_option("LINE", args.gpio.line, line_help)->required();
+  write->add_option("VALUE", args.gpio.value, "0 or 1")->required();
+  write->add_option("--hold", args.gpio.hold, "Release after this long (default: until release)");
+
+  auto* configure = gpio->add_subcommand("configure", "Set direction, bias, drive, polarity");
+  configure->add_option("LINE", args.gpio.line, line_help)->required();
+  configure->add_option("--direction", args.gpio.direction, "in or out")->required();
+  configure->add_option("--bias", args.gpio.bias, "as-is, disabled, pull-up or pull-down");
+  configure->add_option("--drive", args.gpio.drive, "push-pull, open-drain or open-source");
+  configure->add_flag("--active-low", args.gpio.active_low, "Logical 1 is a low level");
+  configure->add_option("--value", args.gpio.value, "Level of an output: 0 or 1");
+  configure->add_option("--hold", args.gpio.hold, "Release after this long");
+
+  auto* release = gpio->add_subcommand("release", "Give the line back");
+  release->add_option("LINE", args.gpio.line, line_help)->required();
+
+  for (const auto& [sub, name] : std::initializer_list<std::pair<CLI::App*, const char*>>{
+           {read, "read"}, {write, "write"}, {configure, "configure"}, {release, "release"}}) {
+    sub->callback([&args, &action, run, name = std::string(name)] {
+      args.gpio.action = name;
+      action = run;
+    });
+  }
+}
+
+void DefineExec(CLI::App& app, Arguments& args, Action& action) {
+  auto* exec = app.add_subcommand(
+      "exec", "Run an allowlisted command on a node: pictl exec NODE [options] -- /path ARGS...");
+  exec->add_option("NODE", args.node, "Node id")->required();
+  exec->add_option("ARGV", args.exec.argv, "Absolute path of the command, then its arguments")
+      ->required();
+  exec->add_option("--timeout", args.exec.timeout, "Kill the command after this long");
+  exec->add_option("--cwd", args.exec.working_directory, "Absolute working directory");
+  // One value per --env, so that the `--` before the command is not taken as the end of a list.
+  exec->add_option("--env", args.exec.env, "NAME=value (only names the agent allows); repeatable")
+      ->allow_extra_args(false);
+  exec->callback([&] {
+    action = [&args](Session& session) {
+      auto request = BuildCommandRequest(args.node, args.exec);
+      if (!request.ok()) return LocalFailure(session.err(), request.status());
+      std::chrono::nanoseconds runtime = kAgentMaxExecTimeout;
+      if (request->request().has_timeout()) {
+        runtime = std::chrono::seconds(request->request().timeout().seconds() + 1);
+      }
+      int remote_exit = kExitOk;
+      const int status = session.Unary<pb::CommandResponse>(
+          [&](grpc::ClientContext* call, pb::CommandResponse* response) {
+            grpc::Status result = session.stub().ExecuteNodeCommand(call, *request, response);
+            if (result.ok()) remote_exit = CommandExitCode(*response);
+            return result;
+          },
+          [&](const pb::CommandResponse& response) {
+            session.out() << response.stdout() << std::flush;
+            session.err() << response.stderr() << FormatCommandNotes(response);
+          },
+          runtime);
+      return status == kExitOk ? remote_exit : status;
+    };
+  });
+}
+
+void DefineLogs(CLI::App& app, Arguments& args, Action& action) {
+  auto* logs = app.add_subcommand("logs", "Stream a node's journal or log files");
+  logs->add_option("NODE", args.node, "Node id")->required();
+  logs->add_option("--source", args.logs.source, "\"journal\" (default) or a configured log file");
+  logs->add_flag("-f,--follow", args.logs.follow, "Keep streaming new entries until Ctrl-C");
+  logs->add_option("--since", args.logs.since, "Only entries newer than this (10m, 2h)");
+  logs->add_option("--grep", args.logs.grep, "Only entries containing this text");
+  logs->add_option("--regex", args.logs.regex, "Only entries matching this RE2 expression");
+  logs->add_option("--unit", args.logs.unit, "Only this systemd unit (journal)");
+  logs->add_option("--priority", args.logs.priority,
+                   "At most this priority: 0-7 or emerg..debug (journal)");
+  logs->add_option("--limit,-n", args.logs.limit, "The last N matching entries (0: all)");
+  logs->callback([&] {
+    action = [&args](Session& session) {
+      auto request = BuildLogRequest(args.node, args.logs, session.now());
+      if (!request.ok()) return LocalFailure(session.err(), request.status());
+      return session.Stream<pb::LogEntry>(
+          [&](grpc::ClientContext* call) { return session.stub().StreamNodeLogs(call, *request); },
+          [](const pb::LogEntry& entry) { return FormatLogEntry(entry); });
+    };
+  });
+}
+
+void DefineTokens(CLI::App& app, Arguments& args, Action& action) {
+  auto* tokens = app.add_subcommand("tokens", "Join tokens for new nodes");
+  tokens->require_subcommand(1);
+
+  auto* create = tokens->add_subcommand("create", "Create a join token (shown once)");
+  create->add_option("--ttl", args.token.ttl, "Lifetime")->capture_default_str();
+  create->add_option("--max-uses", args.token.max_uses, "How many joins (0: unlimited)");
+  create->add_option("--description", args.token.description, "What the token is for");
+  create->callback([&] {
+    action = [&args](Session& session) {
+      auto request = BuildCreateTokenRequest(args.token);
+      if (!request.ok()) return LocalFailure(session.err(), request.status());
+      return session.Unary<pb::CreateJoinTokenResponse>(
+          [&](grpc::ClientContext* call, pb::CreateJoinTokenResponse* response) {
+            return session.stub().CreateJoinToken(call, *request, response);
+          },
+          [&](const pb::CreateJoinTokenResponse& response) {
+            session.out() << FormatCreatedToken(response, session.controller(), session.now());
+          });
+    };
+  });
+
+  auto* list = tokens->add_subcommand("list", "Join tokens and their state");
+  list->callback([&] {
+    action = [](Session& session) {
+      return session.Unary<pb::ListJoinTokensResponse>(
+          [&](grpc::ClientContext* call, pb::ListJoinTokensResponse* response) {
+            return session.stub().ListJoinTokens(call, google::protobuf::Empty(), response);
+          },
+          [&](const pb::ListJoinTokensResponse& response) {
+            session.out() << FormatTokenTable(response, session.now());
+          });
+    };
+  });
+
+  auto* revoke = tokens->add_subcommand("revoke", "Revoke a join token");
+  revoke->add_option("ID", args.token_id, "Token id")->required();
+  revoke->callback([&] {
+    action = [&args](Session& session) {
+      pb::JoinTokenRef ref;
+      ref.set_id(args.token_id);
+      return session.Unary<pb::JoinTokenInfo>(
+          [&](grpc::ClientContext* call, pb::JoinTokenInfo* response) {
+            return session.stub().RevokeJoinToken(call, ref, response);
+          },
+          [&](const pb::JoinTokenInfo& response) {
+            session.out() << FormatRevokedToken(response);
+          });
+    };
+  });
+}
+
+void DefineWatch(CLI::App& app, Arguments& args, Action& action) {
+  auto* watch = app.add_subcommand(
+      "watch", "Print cluster changes as they happen (the current state first) until Ctrl-C");
+  watch->add_option("--since", args.since_revision,
+                    "Only changes after this revision (0: start with the current state)");
+  watch->callback([&] {
+    action = [&args](Session& session) {
+      auto request = BuildWatchRequest(args.since_revision);
+      if (!request.ok()) return LocalFailure(session.err(), request.status());
+      return session.Stream<pb::ClusterChange>(
+          [&](grpc::ClientContext* call) { return session.stub().WatchCluster(call, *request); },
+          [](const pb::ClusterChange& change) { return FormatClusterChange(change); });
+    };
+  });
+}
+
+int Connect(const Arguments& args, const Action& action, const RunContext& context,
+            std::ostream& out, std::ostream& err) {
+  auto timeout = ParseTimeout(args.global.timeout);
+  if (!timeout.ok()) return LocalFailure(err, timeout.status());
+  auto config = ResolveConfig(args.global.connection, context.env);
+  if (!config.ok()) return LocalFailure(err, config.status());
+  auto credentials =
+      common::MakeChannelCredentials({config->ca_file, config->cert_file, config->key_file});
+  if (!credentials.ok()) {
+    return LocalFailure(
+        err, absl::InvalidArgumentError(fmt::format(
+                 "cannot load pictl's credentials{}: {}; issue new ones with `pi-controller "
+                 "issue-admin NAME --out ~/.config/pictl`",
+                 config->source.empty()
+                     ? std::string(" (--ca/--cert/--key)")
+                     : fmt::format(" (ca_file/cert_file/key_file of {})", config->source),
+                 std::string(credentials.status().message()))));
+  }
+  Session session(args.global, *config, *timeout, context, out, err, *credentials);
+  return action(session);
+}
+
+}  // namespace
+
+int RunPictl(int argc, const char* const* argv, const RunContext& context, std::ostream& out,
+             std::ostream& err) {
+  try {
+    CLI::App app{"pictl: administer a Pi-Controller cluster", "pictl"};
+    app.footer(kExitCodesHelp);
+    app.require_subcommand(1);
+    // Global flags may follow the subcommand: `pictl nodes list --json`.
+    app.fallthrough();
+    Arguments args;
+    Action action;
+    bool show_version = false;
+
+    app.add_option("--config", args.global.connection.config_path,
+                   "Config file (default $PICTL_CONFIG, then ~/.config/pictl/config.json)");
+    app.add_option("--controller", args.global.connection.controller,
+                   "Controller address HOST:PORT");
+    app.add_option("--ca", args.global.connection.ca_file, "Cluster CA certificate (PEM)");
+    app.add_option("--cert", args.global.connection.cert_file, "Admin certificate (PEM)");
+    app.add_option("--key", args.global.connection.key_file, "Admin private key (PEM)");
+    app.add_flag("--json", args.global.json, "Print answers as JSON (one object per line)");
+    app.add_option("--timeout", args.global.timeout, "Deadline of each call")
+        ->capture_default_str();
+
+    DefineNodes(app, args, action);
+    DefineMetrics(app, args, action);
+    DefineGpio(app, args, action);
+    DefineExec(app, args, action);
+    DefineLogs(app, args, action);
+    DefineTokens(app, args, action);
+    DefineWatch(app, args, action);
+    app.add_subcommand("version", "Print pictl's version")->callback([&] { show_version = true; });
+
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::ParseError& error) {
+      const int code = app.exit(error, out, err);
+      return code == 0 ? kExitOk : kExitUsage;
+    }
+    if (show_version) {
+      if (args.global.json) {
+        out << nlohmann::json{{"pictl_version", context.version}}.dump() << "\n";
+      } else {
+        out << "pictl " << context.version << "\n";
+      }
+      return kExitOk;
+    }
+    return Connect(args, action, context, out, err);
+  } catch (const std::exception& error) {
+    err << "pictl: internal error: " << error.what() << "\n";
+    return kExitRemoteFailure;
+  }
+}
+
+}  // namespace pi::controlplane::pictl

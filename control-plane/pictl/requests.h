@@ -1,0 +1,95 @@
+#pragma once
+
+// Turns command-line arguments into Admin requests. Every function checks its input and returns
+// INVALID_ARGUMENT with a message naming the argument at fault.
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "picontroller/v1/admin.pb.h"
+
+namespace pi::controlplane::pictl {
+
+namespace pb = ::picontroller::v1;
+
+// "READY", "ready" or "NODE_STATE_READY".
+absl::StatusOr<pb::NodeState> ParseNodeState(const std::string& text);
+
+// `nodes list`: "role=worker,zone=a" (each part k=v with a non-empty key) and state names.
+absl::StatusOr<pb::ListNodesRequest> BuildListNodesRequest(const std::string& selector,
+                                                           const std::vector<std::string>& states);
+
+pb::NodeRef NodeRefOf(const std::string& node_id);
+
+// `nodes label NODE key=value ... key-`, kubectl style: a trailing '-' removes the label.
+absl::StatusOr<pb::LabelNodeRequest> BuildLabelNodeRequest(const std::string& node_id,
+                                                           const std::vector<std::string>& changes);
+
+struct GpioOptions {
+  std::string chip;
+  // An offset ("17") or a kernel line name ("GPIO17").
+  std::string line;
+  // "read", "write", "configure" or "release".
+  std::string action;
+  // For write: "0" or "1"; for configure: the optional level of an output.
+  std::string value;
+  // For write and configure: "" (until release) or a duration such as "30s".
+  std::string hold;
+  // For configure: "in" / "out" ("input" / "output" too).
+  std::string direction;
+  // "as-is", "disabled", "pull-up" or "pull-down"; empty keeps the line's setting.
+  std::string bias;
+  // "push-pull", "open-drain" or "open-source"; empty keeps the line's setting.
+  std::string drive;
+  bool active_low = false;
+};
+
+absl::StatusOr<pb::NodeGPIORequest> BuildGpioRequest(const std::string& node_id,
+                                                     const GpioOptions& options);
+
+struct ExecOptions {
+  std::vector<std::string> argv;
+  // Empty = the agent's default.
+  std::string timeout;
+  std::string working_directory;
+  // "NAME=value" each.
+  std::vector<std::string> env;
+};
+
+absl::StatusOr<pb::NodeCommandRequest> BuildCommandRequest(const std::string& node_id,
+                                                           const ExecOptions& options);
+
+struct LogsOptions {
+  std::string source;
+  bool follow = false;
+  // A duration back from now ("10m"); empty = from the beginning.
+  std::string since;
+  std::string grep;
+  std::string regex;
+  std::string unit;
+  // 0-7 or a syslog name ("err", "warning", ...); empty = all.
+  std::string priority;
+  int64_t limit = 0;
+};
+
+absl::StatusOr<pb::NodeLogRequest> BuildLogRequest(const std::string& node_id,
+                                                   const LogsOptions& options,
+                                                   std::chrono::system_clock::time_point now);
+
+struct TokenOptions {
+  std::string ttl = "24h";
+  int64_t max_uses = 0;
+  std::string description;
+};
+
+absl::StatusOr<pb::CreateJoinTokenRequest> BuildCreateTokenRequest(const TokenOptions& options);
+
+absl::StatusOr<pb::WatchClusterRequest> BuildWatchRequest(int64_t since_revision);
+
+// The --timeout flag: a positive duration.
+absl::StatusOr<std::chrono::nanoseconds> ParseTimeout(const std::string& text);
+
+}  // namespace pi::controlplane::pictl

@@ -1,37 +1,45 @@
 #!/usr/bin/env bash
 # Sets up and runs Pi-Controller on this machine, on loopback, for development: installs the
-# Debian packages, builds, creates a development PKI and configs under .local/ (or $PI_LOCAL_DIR),
-# and starts pi-agent in the foreground with mTLS and a simulated GPIO chip. Ctrl-C stops it.
-#   PI_AGENT_PORT (default 9091), PI_AGENT_HTTP_PORT (default 9101), BUILD_DIR (default build)
+# Debian packages, builds, then under .local/ (or $PI_LOCAL_DIR) creates a controller (its cluster
+# CA and certificates are made by `pi-controller init`), an admin bundle for pictl, a join token,
+# and a pi-agent with a simulated GPIO chip that joins the controller with that token. Both run
+# until Ctrl-C. A second run reuses the state: the agent keeps its node identity.
+#   PI_CONTROLLER_PORT (default 9090), PI_AGENT_PORT (default 9091), BUILD_DIR (default build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 state=${PI_LOCAL_DIR:-$PWD/.local}
 build_dir=${BUILD_DIR:-build}
+controller_port=${PI_CONTROLLER_PORT:-9090}
 agent_port=${PI_AGENT_PORT:-9091}
-agent_http_port=${PI_AGENT_HTTP_PORT:-9101}
 
 deploy/scripts/install-deps.sh
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build_dir" -j 2 --target pi-agent pi_proto_python
+cmake --build "$build_dir" -j 2 --target pi-controller pi-agent pictl
 
-pki=$state/pki
-mkdir -p "$state"
-deploy/pki.sh init "$pki"
-[[ -f $pki/agent.crt ]] || deploy/pki.sh issue "$pki" agent "node:$(hostname -s)" --dns localhost --ip 127.0.0.1
-[[ -f $pki/admin.crt ]] || deploy/pki.sh issue "$pki" admin "admin:${USER:-admin}"
-[[ -f $pki/controller.crt ]] || deploy/pki.sh issue "$pki" controller controller
-
+controller="$build_dir/control-plane/pi-controller"
+agent="$build_dir/node-agent/pi-agent"
+pictl="$build_dir/control-plane/pictl/pictl"
+mkdir -p "$state/agent"
 touch "$state/demo.log"
+
+cat >"$state/controller.json" <<JSON
+{
+  "state_dir": "$state/controller",
+  "listen": "127.0.0.1:$controller_port",
+  "http_listen": "127.0.0.1:9900"
+}
+JSON
+"$controller" --config "$state/controller.json" init >/dev/null
+[[ -f $state/pictl/admin.key ]] ||
+  "$controller" --config "$state/controller.json" issue-admin "${USER:-admin}" --out "$state/pictl"
+export PICTL_CONFIG=$state/pictl/config.json
+
 cat >"$state/agent.json" <<JSON
 {
   "listen": "127.0.0.1:$agent_port",
-  "http_listen": "127.0.0.1:$agent_http_port",
-  "tls": {
-    "cert_file": "$pki/agent.crt",
-    "key_file": "$pki/agent.key",
-    "ca_file": "$pki/ca.crt"
-  },
+  "http_listen": "127.0.0.1:9101",
+  "control_plane": { "state_dir": "$state/agent", "labels": { "role": "demo" } },
   "gpio": {
     "backend": "simulated",
     "allowed_lines": [{ "line": "GPIO17", "mode": "output" }, { "line": "4-27", "mode": "any" }]
@@ -41,15 +49,42 @@ cat >"$state/agent.json" <<JSON
 }
 JSON
 
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait
+}
+trap cleanup EXIT INT TERM
+
+"$controller" --config "$state/controller.json" &
+pids+=($!)
+for _ in $(seq 50); do
+  "$pictl" --timeout 1s tokens list >/dev/null 2>&1 && break
+  sleep 0.2
+done
+
+join=()
+if [[ ! -f $state/agent/control_plane.json ]]; then
+  "$pictl" --json tokens create --ttl 10m --max-uses 1 --description run-local |
+    /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])' >"$state/join-token"
+  join=(--join "127.0.0.1:$controller_port" --token-file "$state/join-token")
+fi
+"$agent" --config "$state/agent.json" "${join[@]}" &
+pids+=($!)
+
 cat <<MSG
 
-pi-agent is starting on 127.0.0.1:$agent_port (mTLS) with metrics on http://127.0.0.1:$agent_http_port/metrics
-  certificates: $pki (admin: admin.crt/admin.key, CA: ca.crt)
-  config:       $state/agent.json
+pi-controller listens on 127.0.0.1:$controller_port (mTLS; metrics on http://127.0.0.1:9900/metrics)
+pi-agent joined it and serves NodeAgent on 127.0.0.1:$agent_port (simulated GPIO)
+  state:  $state    pictl config: $PICTL_CONFIG
 Try it from another terminal:
-  curl -s http://127.0.0.1:$agent_http_port/healthz
-  PYTHONPATH=$build_dir/proto/python /usr/bin/python3 deploy/scripts/agent_call.py \\
-      --pki $pki --address 127.0.0.1:$agent_port metrics
+  export PICTL_CONFIG=$PICTL_CONFIG
+  $pictl nodes list
+  $pictl metrics $(hostname -s | tr 'A-Z_' 'a-z-')
+  $pictl gpio $(hostname -s | tr 'A-Z_' 'a-z-') write GPIO17 1
+  $pictl exec $(hostname -s | tr 'A-Z_' 'a-z-') -- /usr/bin/uptime
+  $pictl logs $(hostname -s | tr 'A-Z_' 'a-z-') --source demo -f     # then: echo hi >> $state/demo.log
+Ctrl-C stops both.
 
 MSG
-exec "$build_dir/node-agent/pi-agent" --config "$state/agent.json"
+wait -n "${pids[@]}"

@@ -519,7 +519,7 @@ absl::StatusOr<std::string> AgentService::Authorize(grpc::CallbackServerContext*
                  std::string(allowed.message()));
     return allowed;
   }
-  return identity->ToString();
+  return common::AuditName(*identity, *context);
 }
 
 grpc::ServerUnaryReactor* AgentService::GetSystemMetrics(grpc::CallbackServerContext* context,

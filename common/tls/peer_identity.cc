@@ -18,4 +18,16 @@ absl::StatusOr<Identity> IdentityFromAuthContext(const grpc::AuthContext& contex
   return ParseIdentity(std::string_view(names.front().data(), names.front().size()));
 }
 
+std::string AuditName(const Identity& caller, const grpc::ServerContextBase& context) {
+  if (caller.role != Role::kController) return caller.ToString();
+  const auto& metadata = context.client_metadata();
+  auto found =
+      metadata.find(grpc::string_ref(kOnBehalfOfMetadata.data(), kOnBehalfOfMetadata.size()));
+  if (found == metadata.end()) return caller.ToString();
+  absl::StatusOr<Identity> forwarded =
+      ParseIdentity(std::string_view(found->second.data(), found->second.size()));
+  if (!forwarded.ok() || forwarded->role != Role::kAdmin) return caller.ToString();
+  return caller.ToString() + " for " + forwarded->ToString();
+}
+
 }  // namespace pi::common

@@ -52,10 +52,14 @@ grpc::Status FromAgent(const NodeView& node, const grpc::Status& status) {
                       fmt::format("node {}: {}", node.node.id, status.error_message()));
 }
 
-void CopyDeadline(grpc::CallbackServerContext* from, grpc::ClientContext* to) {
+// The agent's call inherits the admin's deadline and names the admin, whom the agent records in
+// its audit log next to the controller (it trusts that name only from a `controller` caller).
+void PrepareUpstream(grpc::CallbackServerContext* from, const std::string& admin,
+                     grpc::ClientContext* to) {
   if (from->deadline() != std::chrono::system_clock::time_point::max()) {
     to->set_deadline(from->deadline());
   }
+  to->AddMetadata(std::string(common::kOnBehalfOfMetadata), admin);
 }
 
 }  // namespace
@@ -65,8 +69,9 @@ void CopyDeadline(grpc::CallbackServerContext* from, grpc::ClientContext* to) {
 // call, which for a command kills it.
 class AdminService::ProxyUnaryReactor : public grpc::ServerUnaryReactor {
  public:
-  ProxyUnaryReactor(grpc::CallbackServerContext* context, NodeView node) : node_(std::move(node)) {
-    CopyDeadline(context, &upstream_);
+  ProxyUnaryReactor(grpc::CallbackServerContext* context, ProxyTarget target)
+      : node_(std::move(target.node)) {
+    PrepareUpstream(context, target.admin, &upstream_);
   }
 
   grpc::ClientContext* upstream() { return &upstream_; }
@@ -96,10 +101,10 @@ class AdminService::ProxyUnaryReactor : public grpc::ServerUnaryReactor {
 class AdminService::LogProxyReactor : public grpc::ServerWriteReactor<pb::LogEntry>,
                                       public grpc::ClientReadReactor<pb::LogEntry> {
  public:
-  LogProxyReactor(AdminService* service, grpc::CallbackServerContext* context, NodeView node,
+  LogProxyReactor(AdminService* service, grpc::CallbackServerContext* context, ProxyTarget target,
                   pb::LogFilter filter)
-      : service_(service), node_(std::move(node)), filter_(std::move(filter)) {
-    CopyDeadline(context, &upstream_);
+      : service_(service), node_(std::move(target.node)), filter_(std::move(filter)) {
+    PrepareUpstream(context, target.admin, &upstream_);
   }
 
   void Begin() {
@@ -274,9 +279,8 @@ absl::StatusOr<NodeView> AdminService::Resolve(const pb::NodeRef& ref) {
   return absl::InvalidArgumentError("name the node by id or hostname");
 }
 
-absl::StatusOr<NodeView> AdminService::ProxyTarget(grpc::CallbackServerContext* context,
-                                                   const pb::NodeRef& ref,
-                                                   std::string_view method) {
+absl::StatusOr<AdminService::ProxyTarget> AdminService::ResolveProxyTarget(
+    grpc::CallbackServerContext* context, const pb::NodeRef& ref, std::string_view method) {
   absl::StatusOr<common::Identity> caller = Authorize(context, method);
   if (!caller.ok()) return caller.status();
   absl::StatusOr<NodeView> node = Resolve(ref);
@@ -285,7 +289,7 @@ absl::StatusOr<NodeView> AdminService::ProxyTarget(grpc::CallbackServerContext* 
     return absl::FailedPreconditionError(fmt::format("node {} was removed", node->node.id));
   }
   spdlog::info("{} {} on node {}", caller->ToString(), method, node->node.id);
-  return node;
+  return ProxyTarget{*std::move(node), caller->ToString()};
 }
 
 absl::Status AdminService::ReserveStream(std::string_view what) {
@@ -401,11 +405,12 @@ grpc::ServerUnaryReactor* AdminService::RemoveNode(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* AdminService::GetNodeMetrics(grpc::CallbackServerContext* context,
                                                        const pb::NodeRef* request,
                                                        pb::SystemMetrics* response) {
-  absl::StatusOr<NodeView> node = ProxyTarget(context, *request, "GetNodeMetrics");
-  if (!node.ok()) return new FinishedUnary(node.status());
-  auto* reactor = new ProxyUnaryReactor(context, *node);
+  absl::StatusOr<ProxyTarget> target = ResolveProxyTarget(context, *request, "GetNodeMetrics");
+  if (!target.ok()) return new FinishedUnary(target.status());
+  const NodeView& node = target->node;
+  auto* reactor = new ProxyUnaryReactor(context, *target);
   static const google::protobuf::Empty kEmpty;
-  pb::NodeAgent::NewStub(dialer_.Channel(node->node.id, node->node.agent_address))
+  pb::NodeAgent::NewStub(dialer_.Channel(node.node.id, node.node.agent_address))
       ->async()
       ->GetSystemMetrics(reactor->upstream(), &kEmpty, response, reactor->OnAnswer());
   return reactor;
@@ -414,10 +419,12 @@ grpc::ServerUnaryReactor* AdminService::GetNodeMetrics(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* AdminService::ControlNodeGPIO(grpc::CallbackServerContext* context,
                                                         const pb::NodeGPIORequest* request,
                                                         pb::GPIOResponse* response) {
-  absl::StatusOr<NodeView> node = ProxyTarget(context, request->node(), "ControlNodeGPIO");
-  if (!node.ok()) return new FinishedUnary(node.status());
-  auto* reactor = new ProxyUnaryReactor(context, *node);
-  pb::NodeAgent::NewStub(dialer_.Channel(node->node.id, node->node.agent_address))
+  absl::StatusOr<ProxyTarget> target =
+      ResolveProxyTarget(context, request->node(), "ControlNodeGPIO");
+  if (!target.ok()) return new FinishedUnary(target.status());
+  const NodeView& node = target->node;
+  auto* reactor = new ProxyUnaryReactor(context, *target);
+  pb::NodeAgent::NewStub(dialer_.Channel(node.node.id, node.node.agent_address))
       ->async()
       ->ControlGPIO(reactor->upstream(), &request->request(), response, reactor->OnAnswer());
   return reactor;
@@ -426,10 +433,12 @@ grpc::ServerUnaryReactor* AdminService::ControlNodeGPIO(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* AdminService::ExecuteNodeCommand(grpc::CallbackServerContext* context,
                                                            const pb::NodeCommandRequest* request,
                                                            pb::CommandResponse* response) {
-  absl::StatusOr<NodeView> node = ProxyTarget(context, request->node(), "ExecuteNodeCommand");
-  if (!node.ok()) return new FinishedUnary(node.status());
-  auto* reactor = new ProxyUnaryReactor(context, *node);
-  pb::NodeAgent::NewStub(dialer_.Channel(node->node.id, node->node.agent_address))
+  absl::StatusOr<ProxyTarget> target =
+      ResolveProxyTarget(context, request->node(), "ExecuteNodeCommand");
+  if (!target.ok()) return new FinishedUnary(target.status());
+  const NodeView& node = target->node;
+  auto* reactor = new ProxyUnaryReactor(context, *target);
+  pb::NodeAgent::NewStub(dialer_.Channel(node.node.id, node.node.agent_address))
       ->async()
       ->ExecuteCommand(reactor->upstream(), &request->request(), response, reactor->OnAnswer());
   return reactor;
@@ -437,12 +446,13 @@ grpc::ServerUnaryReactor* AdminService::ExecuteNodeCommand(grpc::CallbackServerC
 
 grpc::ServerWriteReactor<pb::LogEntry>* AdminService::StreamNodeLogs(
     grpc::CallbackServerContext* context, const pb::NodeLogRequest* request) {
-  absl::StatusOr<NodeView> node = ProxyTarget(context, request->node(), "StreamNodeLogs");
-  if (!node.ok()) return new FinishedStream<pb::LogEntry>(node.status());
+  absl::StatusOr<ProxyTarget> target =
+      ResolveProxyTarget(context, request->node(), "StreamNodeLogs");
+  if (!target.ok()) return new FinishedStream<pb::LogEntry>(target.status());
   if (absl::Status reserved = ReserveStream("StreamNodeLogs"); !reserved.ok()) {
     return new FinishedStream<pb::LogEntry>(reserved);
   }
-  auto* reactor = new LogProxyReactor(this, context, *node, request->filter());
+  auto* reactor = new LogProxyReactor(this, context, *std::move(target), request->filter());
   reactor->Begin();
   return reactor;
 }

@@ -85,10 +85,14 @@ class AdminService final : public picontroller::v1::Admin::CallbackService {
                                              std::string_view method) const;
   // The node a NodeRef names; NOT_FOUND with the ref in the message.
   absl::StatusOr<cluster::NodeView> Resolve(const picontroller::v1::NodeRef& ref);
+  struct ProxyTarget {
+    cluster::NodeView node;
+    std::string admin;  // the caller, passed on to the agent for its audit log
+  };
   // Resolves a node the controller can proxy to (not REMOVED) and authorizes the caller.
-  absl::StatusOr<cluster::NodeView> ProxyTarget(grpc::CallbackServerContext* context,
-                                                const picontroller::v1::NodeRef& ref,
-                                                std::string_view method);
+  absl::StatusOr<ProxyTarget> ResolveProxyTarget(grpc::CallbackServerContext* context,
+                                                 const picontroller::v1::NodeRef& ref,
+                                                 std::string_view method);
   grpc::ServerUnaryReactor* SetAdminState(grpc::CallbackServerContext* context,
                                           const picontroller::v1::NodeRef* request,
                                           picontroller::v1::Node* response,

@@ -259,6 +259,27 @@ class AgentTest(unittest.TestCase):
         self.assertEqual(env.exit_code, 3)
         self.assertEqual(env.stdout, b"hi\n")
 
+    def test_the_audit_line_names_the_admin_a_controller_acts_for_and_trusts_no_one_else(self):
+        request = agent_pb2.CommandRequest(argv=["/bin/echo", "audited-by-controller"])
+        self.stub.ExecuteCommand(request, timeout=10,
+                                 metadata=[("pi-on-behalf-of", "admin:carol")])
+        request = agent_pb2.CommandRequest(argv=["/bin/echo", "audited-by-admin"])
+        self.admin.ExecuteCommand(request, timeout=10,
+                                  metadata=[("pi-on-behalf-of", "admin:carol")])
+        request = agent_pb2.CommandRequest(argv=["/bin/echo", "audited-not-an-admin"])
+        self.stub.ExecuteCommand(request, timeout=10, metadata=[("pi-on-behalf-of", "node:x")])
+
+        def audit_line(marker):
+            lines = [l for l in self.agent.log().splitlines() if marker in l and "exec:" in l]
+            return lines[0] if lines else None
+
+        line = harness.wait_for(lambda: audit_line("audited-by-controller"), 5, "audit line")
+        self.assertIn("caller=controller for admin:carol", line)
+        line = harness.wait_for(lambda: audit_line("audited-by-admin"), 5, "audit line")
+        self.assertIn("caller=admin:alice ", line)
+        line = harness.wait_for(lambda: audit_line("audited-not-an-admin"), 5, "audit line")
+        self.assertIn("caller=controller ", line)
+
     def test_execute_captures_stderr_and_truncates(self):
         result = self.execute(["/bin/sh", "-c", "head -c 10000 /dev/zero; echo oops >&2"])
         self.assertEqual(len(result.stdout), 4096)

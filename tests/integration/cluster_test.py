@@ -161,6 +161,10 @@ class ClusterTest(unittest.TestCase):
         self.wait_states({"pi-node-3": "NODE_STATE_READY"})
         ran = self.pictl("exec", "pi-node-3", "--", "/bin/echo", "hello", "from", "pi-node-3")
         self.assertEqual(ran.stdout, "hello from pi-node-3\n")
+        # The agent's audit line names the admin the controller acted for.
+        audit = [l for l in self.agents["pi-node-3"].daemon.log().splitlines()
+                 if "exec:" in l and "hello" in l]
+        self.assertIn("caller=controller for admin:alice", audit[0])
         refused = self.pictl("exec", "pi-node-3", "--", "/bin/cat", "/etc/shadow", check=False)
         self.assertNotEqual(refused.returncode, 0)
         self.assertIn("/bin/cat", refused.stderr)

@@ -69,6 +69,18 @@ absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path,
       common::HasDotDotComponent(config.state_dir)) {
     reader.Fail("state_dir", "must be an absolute path without \"..\"");
   }
+  reader.Read("ca_dir", &config.ca_dir);
+  if (!config.ca_dir.empty() &&
+      (config.ca_dir.front() != '/' || common::HasDotDotComponent(config.ca_dir))) {
+    reader.Fail("ca_dir", "must be an absolute path without \"..\"");
+  }
+  reader.Section("tls", [&](ConfigReader& tls) {
+    tls.Read("cert_file", &config.tls_cert_file);
+    tls.Read("key_file", &config.tls_key_file);
+    if (config.tls_cert_file.empty() != config.tls_key_file.empty()) {
+      tls.Fail("cert_file", "cert_file and key_file are given together or not at all");
+    }
+  });
   reader.Read("listen", &config.listen);
   if (reader.ok() && !common::ParseListenAddress(config.listen).ok()) {
     reader.Fail("listen", fmt::format("\"{}\" is not host:port", config.listen));

@@ -31,9 +31,22 @@ struct ControllerConfig {
   // Concurrent proxied log streams and cluster watches, each.
   int admin_max_streams = 32;
 
+  // Where the cluster CA (ca.crt, ca.key) lives; empty = state_dir. Created there when absent.
+  std::string ca_dir;
+  // The controller's own certificate (leaf followed by the CA) and key. Empty = issued by the
+  // controller into state_dir and renewed by it; set = provided by the operator and only checked.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+
   std::string DatabasePath() const { return state_dir + "/cluster.db"; }
-  std::string CertFile() const { return state_dir + "/controller.crt"; }
-  std::string KeyFile() const { return state_dir + "/controller.key"; }
+  std::string CaDir() const { return ca_dir.empty() ? state_dir : ca_dir; }
+  bool CertificateConfigured() const { return !tls_cert_file.empty(); }
+  std::string CertFile() const {
+    return CertificateConfigured() ? tls_cert_file : state_dir + "/controller.crt";
+  }
+  std::string KeyFile() const {
+    return CertificateConfigured() ? tls_key_file : state_dir + "/controller.key";
+  }
 };
 
 // Reads and validates controller.json; errors name the file and the key. A missing file at the

@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -58,6 +59,18 @@ sigset_t ShutdownSignals() {
   return signals;
 }
 
+// Every node keeps a connection open to the controller; the usual soft limit of 1,024 open files
+// would cap the fleet below a thousand nodes, while the hard limit is what the system allows.
+void RaiseOpenFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+      spdlog::warn("cannot raise the open file limit to {}", limit.rlim_max);
+    }
+  }
+}
+
 std::string Hostname() {
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
@@ -94,8 +107,15 @@ absl::StatusOr<Pki> PreparePki(const ControllerConfig& config) {
         fmt::format("cannot restrict state_dir {} to its owner", config.state_dir));
   }
   absl::StatusOr<cluster::CertificateAuthority> ca =
-      cluster::CertificateAuthority::LoadOrCreate(config.state_dir, common::RealClock());
+      cluster::CertificateAuthority::LoadOrCreate(config.CaDir(), common::RealClock());
   if (!ca.ok()) return ca.status();
+  if (config.CertificateConfigured()) {
+    // The operator's certificate is theirs to renew; it only has to be usable.
+    absl::Status usable = cluster::CheckControllerCertificate(
+        *ca, {config.CertFile(), config.KeyFile()}, config.certificate_hosts, common::RealClock());
+    if (!usable.ok()) return usable;
+    return Pki{*std::move(ca), false};
+  }
   absl::StatusOr<bool> issued = cluster::EnsureControllerCertificate(
       *ca, {config.CertFile(), config.KeyFile()}, CertificateHosts(config), common::RealClock());
   if (!issued.ok()) return issued.status();
@@ -117,8 +137,10 @@ int Init(const ControllerConfig& config) {
       "CA pin (sha256):   %s\n"
       "controller cert:   %s (%s)\n"
       "next: pi-controller issue-admin NAME --out ~/.config/pictl\n",
-      config.state_dir.c_str(), pki->ca.pin().c_str(), config.CertFile().c_str(),
-      pki->issued_controller_certificate ? "issued" : "kept");
+      config.CaDir().c_str(), pki->ca.pin().c_str(), config.CertFile().c_str(),
+      config.CertificateConfigured()       ? "configured"
+      : pki->issued_controller_certificate ? "issued"
+                                           : "kept");
   return 0;
 }
 
@@ -163,8 +185,8 @@ void WriteMetrics(cluster::Cluster& cluster, common::PrometheusTextWriter& write
 int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& signals) {
   absl::StatusOr<Pki> pki = PreparePki(config);
   if (!pki.ok()) return Fail(pki.status());
-  const common::ServerTlsConfig tls{config.CertFile(), config.KeyFile(),
-                                    config.state_dir + "/ca.crt", common::ClientAuth::kRequest};
+  const common::ServerTlsConfig tls{config.CertFile(), config.KeyFile(), config.CaDir() + "/ca.crt",
+                                    common::ClientAuth::kRequest};
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> server_credentials =
       common::MakeServerCredentials(tls);
   if (!server_credentials.ok()) return Fail(server_credentials.status());
@@ -183,6 +205,7 @@ int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& si
   }
 
   common::InitLogging("pi-controller", config.log_level);
+  RaiseOpenFileLimit();
   if (pki->issued_controller_certificate) {
     spdlog::info("issued a new controller certificate {}", config.CertFile());
   }
@@ -244,7 +267,7 @@ int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& si
   // The run loop: wakes for a signal, the cluster's tick, or the watchdog.
   const auto watchdog = common::WatchdogPingInterval();
   const auto tick_interval = std::min<std::chrono::nanoseconds>(
-      std::chrono::seconds(1), config.cluster.heartbeat_interval / 2);
+      std::chrono::seconds(1), std::chrono::nanoseconds(config.cluster.heartbeat_interval) / 2);
   auto next_ping = std::chrono::steady_clock::now();
   auto next_tick = std::chrono::steady_clock::now() + tick_interval;
   int received = 0;

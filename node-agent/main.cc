@@ -124,9 +124,13 @@ absl::StatusOr<join::Registration> EnrollWithRetries(const join::StateDir& state
                                                      const join::NodeDescription& node,
                                                      const sigset_t& signals) {
   join::Backoff backoff(std::chrono::seconds(1), std::chrono::seconds(30));
+  // A join the controller completed after the agent gave up on it cannot be retried (the hostname
+  // is then taken), so the agent waits long: a controller takes joins one at a time.
+  join::ClientOptions options;
+  options.rpc_timeout = std::chrono::seconds(60);
   spdlog::info("joining the controller at {} as {}", address, node.hostname);
   while (true) {
-    auto registration = join::Enroll(state, address, token, node, join::ClientOptions{});
+    auto registration = join::Enroll(state, address, token, node, options);
     if (registration.ok() || !join::IsTransient(registration.status())) return registration;
     const auto delay = backoff.Failure();
     spdlog::warn("{}; retrying in {}", std::string(registration.status().message()),

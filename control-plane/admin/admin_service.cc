@@ -111,21 +111,29 @@ class AdminService::LogProxyReactor : public grpc::ServerWriteReactor<pb::LogEnt
     pb::NodeAgent::NewStub(service_->dialer_.Channel(node_.node.id, node_.node.agent_address))
         ->async()
         ->StreamLogs(&upstream_, &filter_, this);
+    // Reads are started from OnWriteDone, a reaction of the admin's stream rather than of this
+    // one: the hold keeps the agent's stream (and OnDone) alive until no read will follow.
+    grpc::ClientReadReactor<pb::LogEntry>::AddHold();
     StartRead(&entry_);
     StartCall();
   }
 
   void OnReadDone(bool ok) override {
-    if (ok) StartWrite(&entry_);
+    if (ok) {
+      StartWrite(&entry_);
+    } else {
+      RemoveHold();
+    }
   }
   void OnWriteDone(bool ok) override {
     if (ok) {
       StartRead(&entry_);
-    } else {
-      upstream_.TryCancel();
+      return;
     }
+    upstream_.TryCancel();
+    RemoveHold();
   }
-  // The agent's stream ended: pass its status on.
+  // The agent's stream ended and no write is pending (the hold saw to that): pass its status on.
   void OnDone(const grpc::Status& status) override {
     Finish(FromAgent(node_, status));
     Release();
@@ -186,6 +194,14 @@ class AdminService::WatchReactor : public grpc::ServerWriteReactor<pb::ClusterCh
           service_->cluster_.ChangesSince(revision, kWatchBatch);
       if (!delta.ok()) {
         status = delta.status();
+        break;
+      }
+      if (delta->full_snapshot && revision != 0) {
+        // Upserts alone cannot tell the watcher what was deleted in the changes it missed.
+        status = absl::OutOfRangeError(fmt::format(
+            "revision {} is older than the retained change log; watch again from revision 0 "
+            "for the current state",
+            revision));
         break;
       }
       if (delta->full_snapshot) {

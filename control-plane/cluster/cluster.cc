@@ -152,12 +152,11 @@ absl::StatusOr<std::string> Cluster::ChooseNodeId(const std::string& hostname) {
   const std::string base = NodeIdFromHostname(hostname);
   for (int suffix = 1; suffix <= kMaxIdSuffix; ++suffix) {
     const std::string id = suffix == 1 ? base : fmt::format("{}-{}", base, suffix);
+    // A removed node's id is never given again: its certificate still names
+    // "<id>.node.pi-controller", and the controller dials agents by that name.
     absl::StatusOr<store::Node> existing = store_.GetNode(id);
     if (absl::IsNotFound(existing.status())) return id;
     if (!existing.ok()) return existing.status();
-    // A removed node's id can be given again (Join deletes the old record): its old certificate
-    // stays refused because the new node is bound to the fingerprint of the new one.
-    if (existing->state == NodeState::kRemoved) return id;
   }
   return absl::ResourceExhaustedError(
       fmt::format("no free node id for hostname {}: ids {} to {}-{} are taken", hostname, base,
@@ -188,21 +187,18 @@ absl::StatusOr<RegistrationResult> Cluster::Join(const Registration& registratio
                     registration.hostname, holder->id, holder->id));
   }
   if (!absl::IsNotFound(holder.status())) return holder.status();
+  absl::StatusOr<std::string> id = ChooseNodeId(registration.hostname);
+  if (!id.ok()) return id.status();
+  // The certificate names nothing the joiner chose: a hostname or address in it would let a node
+  // pose as the controller, or as another host, to anyone checking names against the CA.
+  const std::vector<std::string> sans = {NodeTlsName(*id)};
+  if (absl::Status status = common::ValidateSubjectAltNames(sans); !status.ok()) return status;
 
+  // Everything that depends on the request was checked above, so a token use is only spent on a
+  // join that goes through.
   absl::StatusOr<store::JoinToken> consumed =
       store_.ConsumeJoinToken(token->id, HashJoinSecret(token->secret), clock_.WallNow());
   if (!consumed.ok()) return consumed.status();
-
-  absl::StatusOr<std::string> id = ChooseNodeId(registration.hostname);
-  if (!id.ok()) return id.status();
-  std::vector<std::string> sans = {NodeTlsName(*id)};
-  for (const std::string& name :
-       {registration.hostname, common::SplitHostPort(agent_address)->host}) {
-    if (common::ValidateSubjectAltNames({name}).ok() &&
-        std::find(sans.begin(), sans.end(), name) == sans.end()) {
-      sans.push_back(name);
-    }
-  }
   absl::StatusOr<std::string> certificate = ca_.SignCsr(
       registration.csr_pem, fmt::format("node:{}", *id), sans, options_.node_cert_validity);
   if (!certificate.ok()) return certificate.status();
@@ -220,13 +216,6 @@ absl::StatusOr<RegistrationResult> Cluster::Join(const Registration& registratio
   node.cert_serial = info->serial_hex;
   node.cert_sha256 = info->sha256_fingerprint;
   std::lock_guard lock(mu_);
-  absl::StatusOr<store::Node> removed = store_.GetNode(*id);
-  if (removed.ok()) {
-    if (absl::Status status = store_.DeleteNode(*id); !status.ok()) return status;
-    nodes_.erase(*id);
-  } else if (!absl::IsNotFound(removed.status())) {
-    return removed.status();
-  }
   absl::StatusOr<store::Node> created = store_.CreateNode(node);
   if (!created.ok()) return created.status();
   Track(*created);
@@ -235,7 +224,7 @@ absl::StatusOr<RegistrationResult> Cluster::Join(const Registration& registratio
                             options_.heartbeat_interval};
 }
 
-absl::StatusOr<store::Node> Cluster::AuthenticateNodeLocked(const Caller& caller) {
+absl::Status Cluster::AuthenticateNodeLocked(const Caller& caller) {
   if (!caller.identity.has_value() || caller.identity->role != common::Role::kNode) {
     return absl::PermissionDeniedError(fmt::format(
         "{} is not a node identity",
@@ -256,14 +245,17 @@ absl::StatusOr<store::Node> Cluster::AuthenticateNodeLocked(const Caller& caller
     return absl::PermissionDeniedError(
         fmt::format("the certificate presented for node {} is not the one it joined with", id));
   }
-  return store_.GetNode(id);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<RegistrationResult> Cluster::Reregister(const Registration& registration,
                                                        const Caller& caller,
                                                        const std::string& agent_address) {
   std::lock_guard lock(mu_);
-  absl::StatusOr<store::Node> node = AuthenticateNodeLocked(caller);
+  if (absl::Status authenticated = AuthenticateNodeLocked(caller); !authenticated.ok()) {
+    return authenticated;
+  }
+  absl::StatusOr<store::Node> node = store_.GetNode(caller.identity->name);
   if (!node.ok()) return node.status();
   if (node->hostname != registration.hostname || node->agent_address != agent_address ||
       node->facts != registration.facts) {
@@ -291,8 +283,10 @@ absl::Status Cluster::ReportHealth(const Caller& caller, const std::string& node
                     caller.identity->ToString(), caller.identity->name, node_id));
   }
   std::lock_guard lock(mu_);
-  absl::StatusOr<store::Node> authenticated = AuthenticateNodeLocked(caller);
-  if (!authenticated.ok()) return authenticated.status();
+  // Memory only: a heartbeat reads nothing from disk.
+  if (absl::Status authenticated = AuthenticateNodeLocked(caller); !authenticated.ok()) {
+    return authenticated;
+  }
   LiveNode& live = nodes_[node_id];
   live.last_seen = clock_.Now();
   live.last_heartbeat = clock_.WallNow();

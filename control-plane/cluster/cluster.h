@@ -178,7 +178,8 @@ class Cluster {
   absl::Status PersistStateLocked(const std::string& id, LiveNode& live);
   // Writes an admin change of the node and takes its admin state into nodes_ (mu_ held).
   absl::StatusOr<NodeView> Store(const store::Node& node);
-  absl::StatusOr<store::Node> AuthenticateNodeLocked(const Caller& caller);
+  // A known, not removed node presenting the certificate it joined with (mu_ held).
+  absl::Status AuthenticateNodeLocked(const Caller& caller);
   absl::StatusOr<RegistrationResult> Join(const Registration& registration,
                                           const std::string& agent_address);
   absl::StatusOr<RegistrationResult> Reregister(const Registration& registration,

@@ -2,6 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+
 #include "common/grpc/proto_time.h"
 #include "common/system/host_port.h"
 #include "common/tls/peer_identity.h"
@@ -33,6 +37,28 @@ pb::NodeState AdminStateToProto(store::AdminState state) {
   return pb::NODE_STATE_UNSPECIFIED;
 }
 
+// Fingerprints of the certificates callers present, by PEM text. Parsing a certificate costs about
+// half of a heartbeat's CPU, and a node presents the same one on every call. The function is pure,
+// so the cache needs no invalidation; it is emptied when full to stay bounded.
+class FingerprintCache {
+ public:
+  std::optional<std::string> Fingerprint(std::string_view pem) {
+    std::lock_guard lock(mu_);
+    auto found = fingerprints_.find(std::string(pem));
+    if (found != fingerprints_.end()) return found->second;
+    absl::StatusOr<common::CertificateInfo> info = common::ParseCertificate(pem);
+    if (!info.ok()) return std::nullopt;
+    if (fingerprints_.size() >= kCapacity) fingerprints_.clear();
+    fingerprints_.emplace(std::string(pem), info->sha256_fingerprint);
+    return info->sha256_fingerprint;
+  }
+
+ private:
+  static constexpr size_t kCapacity = 16384;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::string> fingerprints_;
+};
+
 }  // namespace
 
 Caller CallerFromContext(const grpc::ServerContextBase& context) {
@@ -44,11 +70,12 @@ Caller CallerFromContext(const grpc::ServerContextBase& context) {
   if (!identity.ok()) return caller;
   const auto pems = auth->FindPropertyValues("x509_pem_cert");
   if (pems.size() != 1) return caller;
-  absl::StatusOr<common::CertificateInfo> info =
-      common::ParseCertificate(std::string_view(pems.front().data(), pems.front().size()));
-  if (!info.ok()) return caller;
+  static FingerprintCache* const cache = new FingerprintCache();
+  std::optional<std::string> fingerprint =
+      cache->Fingerprint(std::string_view(pems.front().data(), pems.front().size()));
+  if (!fingerprint.has_value()) return caller;
   caller.identity = *std::move(identity);
-  caller.cert_sha256 = info->sha256_fingerprint;
+  caller.cert_sha256 = *std::move(fingerprint);
   return caller;
 }
 

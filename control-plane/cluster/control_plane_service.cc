@@ -65,10 +65,19 @@ grpc::ServerUnaryReactor* ControlPlaneService::RegisterNode(grpc::CallbackServer
   registration.labels.insert(request->labels().begin(), request->labels().end());
   registration.facts.insert(request->facts().begin(), request->facts().end());
   registration.csr_pem = request->csr_pem();
+  if (++pending_registrations_ > kMaxPendingRegistrations) {
+    --pending_registrations_;
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 "too many registrations at once; try again in a moment"));
+    return reactor;
+  }
+  // Frees the slot when the task is done with, whether it ran or could not be started.
+  std::shared_ptr<void> slot(nullptr, [this](void*) { --pending_registrations_; });
   return common::FinishUnaryOnTask(
       context, blocking_,
-      [this, registration = std::move(registration), caller = CallerFromContext(*context),
-       response]() -> absl::Status {
+      [this, slot = std::move(slot), registration = std::move(registration),
+       caller = CallerFromContext(*context), response]() -> absl::Status {
         absl::StatusOr<RegistrationResult> result = cluster_.RegisterNode(registration, caller);
         if (!result.ok()) {
           if (!IsPolicyRefusal(result.status())) return result.status();
@@ -108,19 +117,20 @@ grpc::ServerUnaryReactor* ControlPlaneService::SyncClusterState(
     grpc::CallbackServerContext* context, const pb::ClusterStateRequest* request,
     pb::ClusterStateResponse* response) {
   const Caller caller = CallerFromContext(*context);
+  absl::Status allowed = caller.identity.has_value()
+                             ? common::RequireRole(*caller.identity, {common::Role::kController},
+                                                   "ControlPlane.SyncClusterState")
+                             : absl::UnauthenticatedError(
+                                   "SyncClusterState needs the controller certificate of a peer");
+  if (!allowed.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(common::ToGrpcStatus(allowed));
+    return reactor;
+  }
   return common::FinishUnaryOnTask(
       context, blocking_,
-      [this, caller, since = request->since_revision(), max = request->max_changes(),
+      [this, since = request->since_revision(), max = request->max_changes(),
        response]() -> absl::Status {
-        if (!caller.identity.has_value()) {
-          return absl::UnauthenticatedError(
-              "SyncClusterState needs the controller certificate of a peer");
-        }
-        if (absl::Status allowed = common::RequireRole(
-                *caller.identity, {common::Role::kController}, "ControlPlane.SyncClusterState");
-            !allowed.ok()) {
-          return allowed;
-        }
         absl::StatusOr<ClusterDelta> delta = cluster_.ChangesSince(since, max);
         if (!delta.ok()) return delta.status();
         response->set_revision(delta->revision);

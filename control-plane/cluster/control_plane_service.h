@@ -1,5 +1,7 @@
 #pragma once
 
+#include <atomic>
+
 #include "common/grpc/blocking_tasks.h"
 #include "control-plane/cluster/cluster.h"
 #include "picontroller/v1/control_plane.grpc.pb.h"
@@ -27,7 +29,12 @@ class ControlPlaneService final : public picontroller::v1::ControlPlane::Callbac
       picontroller::v1::ProvisioningResponse* response) override;
 
  private:
+  // Registrations in flight at once; more are refused with RESOURCE_EXHAUSTED, so that a flood of
+  // anonymous registrations cannot pile up threads.
+  static constexpr int kMaxPendingRegistrations = 32;
+
   Cluster& cluster_;
+  std::atomic<int> pending_registrations_{0};
   // Registrations sign a certificate and commit to disk: they run here, not on gRPC's threads.
   common::BlockingTasks blocking_;
 };

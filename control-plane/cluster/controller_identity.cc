@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/system/files.h"
+#include "common/tls/identity.h"
 #include "common/tls/x509.h"
 
 namespace pi::controlplane::cluster {
@@ -26,34 +27,55 @@ bool IsIssuedBy(const std::string& cert_pem, const std::string& ca_pem) {
   return ca_key != nullptr && X509_verify(cert->get(), ca_key) == 1;
 }
 
-// Whether the files hold a controller certificate that can stay.
-bool Reusable(const CertificateAuthority& ca, const ControllerCertificateFiles& files,
-              const std::vector<std::string>& hosts, const common::Clock& clock) {
+}  // namespace
+
+absl::Status CheckControllerCertificate(const CertificateAuthority& ca,
+                                        const ControllerCertificateFiles& files,
+                                        const std::vector<std::string>& hosts,
+                                        const common::Clock& clock) {
   absl::StatusOr<std::string> chain =
       common::ReadFileToString(files.cert_file, kMaxCertificateFile);
+  if (!chain.ok()) return chain.status();
   absl::StatusOr<std::string> key = common::ReadFileToString(files.key_file, kMaxCertificateFile);
-  if (!chain.ok() || !key.ok()) return false;
+  if (!key.ok()) return key.status();
   absl::StatusOr<common::CertificateInfo> info = common::ParseCertificate(*chain);
+  if (!info.ok()) return info.status();
   absl::StatusOr<common::X509Ptr> cert = common::ParseCertificatePem(*chain);
+  if (!cert.ok()) return cert.status();
   absl::StatusOr<common::EvpPkeyPtr> private_key = common::ParsePrivateKeyPem(*key);
-  if (!info.ok() || !cert.ok() || !private_key.ok()) return false;
-  return info->common_name == "controller" && IsIssuedBy(*chain, ca.ca_pem()) &&
-         common::KeyMatchesCertificate(cert->get(), private_key->get()) &&
-         chain->find(ca.ca_pem()) != std::string::npos &&
-         info->not_after - kRenewBefore > clock.WallNow() &&
-         std::all_of(hosts.begin(), hosts.end(), [&](const std::string& host) {
-           return std::find(info->sans.begin(), info->sans.end(), host) != info->sans.end();
-         });
+  if (!private_key.ok()) return private_key.status();
+  const auto fail = [&files](std::string_view why) {
+    return absl::FailedPreconditionError(fmt::format("{}: {}", files.cert_file, why));
+  };
+  if (info->common_name != "controller") {
+    return fail(fmt::format("the subject CN is {:?}, not \"controller\"", info->common_name));
+  }
+  if (!IsIssuedBy(*chain, ca.ca_pem())) return fail("not issued by the cluster CA");
+  if (!common::KeyMatchesCertificate(cert->get(), private_key->get())) {
+    return fail(fmt::format("{} is not the key of this certificate", files.key_file));
+  }
+  if (chain->find(ca.ca_pem()) == std::string::npos) {
+    return fail(
+        "the file must hold the certificate followed by the cluster CA (ca.crt), so that joining "
+        "agents find the CA their token pins");
+  }
+  if (info->not_after <= clock.WallNow() + kRenewBefore) {
+    return fail("expires within 30 days");
+  }
+  for (const std::string& host : hosts) {
+    if (std::find(info->sans.begin(), info->sans.end(), host) == info->sans.end()) {
+      return fail(fmt::format("does not name {}", host));
+    }
+  }
+  return absl::OkStatus();
 }
-
-}  // namespace
 
 absl::StatusOr<bool> EnsureControllerCertificate(const CertificateAuthority& ca,
                                                  const ControllerCertificateFiles& files,
                                                  const std::vector<std::string>& hosts,
                                                  const common::Clock& clock) {
   if (absl::Status status = common::ValidateSubjectAltNames(hosts); !status.ok()) return status;
-  if (Reusable(ca, files, hosts, clock)) return false;
+  if (CheckControllerCertificate(ca, files, hosts, clock).ok()) return false;
   absl::StatusOr<IssuedKeyPair> issued = ca.Issue("controller", hosts, kControllerValidity);
   if (!issued.ok()) return issued.status();
   if (absl::Status status = common::WritePrivateKeyFile(files.key_file, issued->key_pem);
@@ -71,6 +93,10 @@ absl::StatusOr<bool> EnsureControllerCertificate(const CertificateAuthority& ca,
 absl::Status WriteAdminBundle(const CertificateAuthority& ca, const std::string& name,
                               const std::string& dir, const std::string& controller_address,
                               std::chrono::seconds validity) {
+  const std::string identity = fmt::format("admin:{}", name);
+  if (absl::StatusOr<common::Identity> parsed = common::ParseIdentity(identity); !parsed.ok()) {
+    return absl::InvalidArgumentError(std::string(parsed.status().message()));
+  }
   const std::filesystem::path out(dir);
   std::error_code error;
   std::filesystem::create_directories(out, error);
@@ -82,7 +108,7 @@ absl::Status WriteAdminBundle(const CertificateAuthority& ca, const std::string&
         fmt::format("{} already holds an admin key; choose another directory or delete it first",
                     (out / "admin.key").string()));
   }
-  absl::StatusOr<IssuedKeyPair> issued = ca.Issue(fmt::format("admin:{}", name), {}, validity);
+  absl::StatusOr<IssuedKeyPair> issued = ca.Issue(identity, {}, validity);
   if (!issued.ok()) return issued.status();
   const nlohmann::json config = {{"controller", controller_address},
                                  {"ca_file", "ca.crt"},

@@ -17,6 +17,14 @@ struct ControllerCertificateFiles {
   std::string key_file;
 };
 
+// OK when `files` hold a certificate the controller can serve with: CN "controller", issued by
+// `ca`, the key matching, followed by the CA in the same file, every name in `hosts` present and
+// more than 30 days left. FAILED_PRECONDITION naming what is wrong otherwise.
+absl::Status CheckControllerCertificate(const CertificateAuthority& ca,
+                                        const ControllerCertificateFiles& files,
+                                        const std::vector<std::string>& hosts,
+                                        const common::Clock& clock);
+
 // Keeps the controller certificate at `files` when it is ours (signed by `ca`, key matching,
 // CN "controller", every name in `hosts` present, more than 30 days left); otherwise issues a new
 // one for `hosts` and writes both files atomically (key 0600). Returns whether it issued.

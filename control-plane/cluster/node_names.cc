@@ -35,10 +35,11 @@ absl::Status ValidateKey(std::string_view what, std::string_view key) {
 
 absl::Status ValidateHostname(std::string_view hostname) {
   if (hostname.empty() || hostname.size() > kMaxHostnameLength || !IsAlnum(hostname.front()) ||
-      !AllOf(hostname, "-._")) {
+      !IsAlnum(hostname.back()) || !AllOf(hostname, "-._") ||
+      hostname.find("..") != std::string_view::npos) {
     return absl::InvalidArgumentError(
-        fmt::format("hostname {:?} must be 1-{} characters of letters, digits, '-', '.', '_' "
-                    "starting with a letter or digit",
+        fmt::format("hostname {:?} must be 1-{} characters of letters, digits, '-', '.', '_', "
+                    "starting and ending with a letter or digit, without \"..\"",
                     hostname, kMaxHostnameLength));
   }
   return absl::OkStatus();

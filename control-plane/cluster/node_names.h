@@ -18,7 +18,8 @@ inline constexpr size_t kMaxLabels = 64;
 inline constexpr size_t kMaxFacts = 64;
 inline constexpr size_t kMaxFactValueLength = 256;
 
-// 1–253 characters of letters, digits, '-', '.', '_', starting with a letter or digit.
+// 1–253 characters of letters, digits, '-', '.', '_', starting and ending with a letter or digit,
+// without "..".
 absl::Status ValidateHostname(std::string_view hostname);
 
 // The id a new node with this (valid) hostname gets: lowercase, other characters turned into '-',

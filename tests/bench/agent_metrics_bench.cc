@@ -19,18 +19,12 @@
 #include "common/system/child_process.h"
 #include "common/tls/credentials.h"
 #include "picontroller/v1/agent.grpc.pb.h"
+#include "tests/bench/proc_stats.h"
 #include "tests/common/test_dir.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
 
 // Memory figures in MiB from /proc/<pid>/smaps_rollup. Rss counts every resident page, including
 // clean pages of shared libraries (libgrpc, libcrypto, ...) that other processes share and the
@@ -43,7 +37,8 @@ struct Memory {
 };
 
 Memory MemoryOf(pid_t pid) {
-  std::istringstream rollup(ReadFile("/proc/" + std::to_string(pid) + "/smaps_rollup"));
+  std::istringstream rollup(
+      pi::bench::ReadWholeFile("/proc/" + std::to_string(pid) + "/smaps_rollup"));
   Memory memory;
   std::string key;
   long kib = 0;
@@ -61,21 +56,6 @@ Memory MemoryOf(pid_t pid) {
     if (key == "Shared_Clean:") memory.shared_clean_mib = mib;
   }
   return memory;
-}
-
-// User plus system CPU seconds the process has used, from /proc/<pid>/stat.
-double CpuSeconds(pid_t pid) {
-  const std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
-  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
-  std::string field;
-  unsigned long utime = 0;
-  unsigned long stime = 0;
-  // After the command name: state is field 3; utime and stime are fields 14 and 15.
-  for (int index = 3; index <= 15 && fields >> field; ++index) {
-    if (index == 14) utime = std::stoul(field);
-    if (index == 15) stime = std::stoul(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 double Percentile(std::vector<double> values, double fraction) {
@@ -139,7 +119,7 @@ int main(int argc, char** argv) {
       return Fail("pi-agent did not start: " + err);
     }
     (*agent)->Read(Clock::now() + std::chrono::milliseconds(20), &out, &err).IgnoreError();
-    const auto ports = nlohmann::json::parse(ReadFile(ports_file), nullptr, false);
+    const auto ports = nlohmann::json::parse(pi::bench::ReadWholeFile(ports_file), nullptr, false);
     if (!ports.is_discarded()) port = ports.value("grpc", 0);
   }
 
@@ -175,7 +155,7 @@ int main(int argc, char** argv) {
   }
 
   std::atomic<bool> failed{false};
-  const double cpu_before = CpuSeconds(pid);
+  const double cpu_before = pi::bench::ProcessCpuSeconds(pid);
   const auto started = Clock::now();
   const auto until = started + std::chrono::duration<double>(seconds);
   std::vector<std::thread> threads;
@@ -191,7 +171,7 @@ int main(int argc, char** argv) {
   }
   for (auto& thread : threads) thread.join();
   const double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
-  const double cpu_used = CpuSeconds(pid) - cpu_before;
+  const double cpu_used = pi::bench::ProcessCpuSeconds(pid) - cpu_before;
   const Memory loaded = MemoryOf(pid);
   if (failed) return Fail("a GetSystemMetrics call failed during the run");
 

@@ -243,9 +243,10 @@ class JoinTest(ControllerFixture):
         self.assertEqual(removed.state, pb.NODE_STATE_REMOVED)
         self.assert_rpc_error(grpc.StatusCode.PERMISSION_DENIED, old.heartbeat, "removed")
         new = self.join("pi-removed")
-        self.assertEqual(new.id, old.id)
+        self.assertEqual(new.id, "pi-removed-2")
         new.heartbeat()
-        self.assert_rpc_error(grpc.StatusCode.PERMISSION_DENIED, old.heartbeat, "not the one")
+        self.assertEqual(self.node(new.id).state, READY)
+        self.assert_rpc_error(grpc.StatusCode.PERMISSION_DENIED, old.heartbeat, "removed")
 
 
 class AuthorizationTest(ControllerFixture):

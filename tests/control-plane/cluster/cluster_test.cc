@@ -281,17 +281,18 @@ TEST_CASE("A hostname that is already registered is ALREADY_EXISTS and keeps the
   CHECK(f.cluster->RegisterNode(f.Request("pi-2", token.text), Caller{}).ok());
 }
 
-TEST_CASE("A removed node's hostname joins again with the same id and a new certificate") {
+TEST_CASE("A removed node's hostname joins again under a new id; the old certificate stays out") {
   Fixture f;
   const Caller old_caller = f.JoinReady("pi-1");
   REQUIRE(f.cluster->RemoveNode("pi-1").ok());
 
   const RegistrationResult rejoined = f.Join("pi-1");
-  CHECK(rejoined.node_id == "pi-1");
+  // Never the removed id: the old certificate names "pi-1.node.pi-controller".
+  CHECK(rejoined.node_id == "pi-1-2");
   const Caller new_caller = NodeCaller(rejoined);
   CHECK(new_caller.cert_sha256 != old_caller.cert_sha256);
-  CHECK(f.StateOf("pi-1") == NodeState::kRegistered);
-  CHECK(f.Get("pi-1").node.cert_sha256 == new_caller.cert_sha256);
+  CHECK(f.StateOf("pi-1") == NodeState::kRemoved);
+  CHECK(f.StateOf("pi-1-2") == NodeState::kRegistered);
 
   CHECK(f.cluster->ReportHealth(old_caller, "pi-1", "{}").code() ==
         absl::StatusCode::kPermissionDenied);
@@ -299,8 +300,30 @@ TEST_CASE("A removed node's hostname joins again with the same id and a new cert
   reregistration.csr_pem.clear();
   CHECK(f.cluster->RegisterNode(reregistration, old_caller).status().code() ==
         absl::StatusCode::kPermissionDenied);
-  CHECK(f.cluster->ReportHealth(new_caller, "pi-1", "{}").ok());
-  CHECK(f.StateOf("pi-1") == NodeState::kReady);
+  CHECK(f.cluster->ReportHealth(new_caller, "pi-1-2", "{}").ok());
+  CHECK(f.StateOf("pi-1-2") == NodeState::kReady);
+}
+
+TEST_CASE("A node certificate names only the node's own TLS name, whatever the request says") {
+  Fixture f;
+  Registration request = f.Request("controller", f.NewToken().text);
+  request.agent_address = "192.0.2.1:9091";
+  absl::StatusOr<RegistrationResult> joined = f.cluster->RegisterNode(request, Caller{});
+  REQUIRE(joined.ok());
+  absl::StatusOr<common::CertificateInfo> info = common::ParseCertificate(joined->certificate_pem);
+  REQUIRE(info.ok());
+  CHECK(info->sans == std::vector<std::string>{"controller.node.pi-controller"});
+}
+
+TEST_CASE("A hostname that cannot become a TLS name is refused before the token is used") {
+  Fixture f;
+  const CreatedJoinToken token = f.NewToken(1);
+  for (const std::string hostname : {"pi.", "pi..1", "pi-"}) {
+    CAPTURE(hostname);
+    CHECK(f.cluster->RegisterNode(f.Request(hostname, token.text), Caller{}).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+  }
+  CHECK(f.store->GetJoinToken(token.token.id)->use_count == 0);
 }
 
 TEST_CASE("Hostnames that map to the same id get numbered ids") {

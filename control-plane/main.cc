@@ -95,7 +95,8 @@ struct Pki {
   bool issued_controller_certificate = false;
 };
 
-absl::StatusOr<Pki> PreparePki(const ControllerConfig& config) {
+// The state directory (0700) and the cluster CA in it (or in ca_dir), created when absent.
+absl::StatusOr<cluster::CertificateAuthority> LoadCa(const ControllerConfig& config) {
   std::error_code error;
   std::filesystem::create_directories(config.state_dir, error);
   if (error) {
@@ -106,8 +107,12 @@ absl::StatusOr<Pki> PreparePki(const ControllerConfig& config) {
     return absl::FailedPreconditionError(
         fmt::format("cannot restrict state_dir {} to its owner", config.state_dir));
   }
-  absl::StatusOr<cluster::CertificateAuthority> ca =
-      cluster::CertificateAuthority::LoadOrCreate(config.CaDir(), common::RealClock());
+  return cluster::CertificateAuthority::LoadOrCreate(config.CaDir(), common::RealClock());
+}
+
+// The CA and a controller certificate to serve with.
+absl::StatusOr<Pki> PreparePki(const ControllerConfig& config) {
+  absl::StatusOr<cluster::CertificateAuthority> ca = LoadCa(config);
   if (!ca.ok()) return ca.status();
   if (config.CertificateConfigured()) {
     // The operator's certificate is theirs to renew; it only has to be usable.
@@ -145,11 +150,11 @@ int Init(const ControllerConfig& config) {
 }
 
 int IssueAdmin(const ControllerConfig& config, const Flags& flags) {
-  absl::StatusOr<Pki> pki = PreparePki(config);
-  if (!pki.ok()) return Fail(pki.status());
+  absl::StatusOr<cluster::CertificateAuthority> ca = LoadCa(config);
+  if (!ca.ok()) return Fail(ca.status());
   const std::string address =
       flags.admin_address.empty() ? DefaultControllerAddress(config) : flags.admin_address;
-  if (absl::Status status = cluster::WriteAdminBundle(pki->ca, flags.admin_name, flags.admin_out,
+  if (absl::Status status = cluster::WriteAdminBundle(*ca, flags.admin_name, flags.admin_out,
                                                       address, kAdminCertValidity);
       !status.ok()) {
     return Fail(status);

@@ -85,6 +85,29 @@ TEST_CASE("Bad controller configs name the offending key") {
   CHECK_THAT(file.ErrorOf("[1, 2]"), Catch::Contains("object"));
 }
 
+TEST_CASE("The CA directory and the controller certificate can be given by the operator") {
+  ConfigFile file;
+  absl::StatusOr<ControllerConfig> defaults = file.Load(R"({"state_dir": "/srv/pc"})");
+  REQUIRE(defaults.ok());
+  CHECK(defaults->CaDir() == "/srv/pc");
+  CHECK_FALSE(defaults->CertificateConfigured());
+  CHECK(defaults->CertFile() == "/srv/pc/controller.crt");
+
+  absl::StatusOr<ControllerConfig> configured = file.Load(
+      R"({"state_dir": "/srv/pc", "ca_dir": "/srv/ca",
+          "tls": {"cert_file": "/etc/pc/c.crt", "key_file": "/etc/pc/c.key"}})");
+  REQUIRE(configured.ok());
+  CHECK(configured->CaDir() == "/srv/ca");
+  CHECK(configured->CertificateConfigured());
+  CHECK(configured->CertFile() == "/etc/pc/c.crt");
+  CHECK(configured->KeyFile() == "/etc/pc/c.key");
+
+  CHECK_THAT(file.ErrorOf(R"({"tls": {"cert_file": "/etc/pc/c.crt"}})"),
+             Catch::Contains("tls.cert_file"));
+  CHECK_THAT(file.ErrorOf(R"({"ca_dir": "ca"})"), Catch::Contains("ca_dir"));
+  CHECK_THAT(file.ErrorOf(R"({"tls": {"ca_file": "/x"}})"), Catch::Contains("tls.ca_file"));
+}
+
 TEST_CASE("A config with a JSON syntax error names the line") {
   ConfigFile file;
   absl::StatusOr<ControllerConfig> config = file.Load("{\n  \"listen\": \n}");

@@ -447,6 +447,54 @@ class NodeStateTest(ControllerFixture):
         watch.cancel()
 
 
+class OperatorCertificateTest(unittest.TestCase):
+    """A controller whose CA directory and certificate the operator provides."""
+
+    def setUp(self):
+        self.tmp = harness.TempDir("pi-controller-operator-pki-")
+        self.addCleanup(self.tmp.cleanup)
+        self.ca = harness.Pki(self.tmp.join("ca"))
+        cert, key = self.ca.issue("server", "controller", server=True)
+        with open(cert) as c, open(self.ca.path("ca.crt")) as ca:
+            leaf, chain = c.read(), ca.read()
+        self.chained = self.tmp.join("controller-chain.crt")
+        with open(self.chained, "w") as f:
+            f.write(leaf + chain)
+        self.leaf_only = cert
+        self.key = key
+
+    def controller(self, cert_file):
+        return harness.Controller(
+            self.tmp.join("controller"),
+            extra={"ca_dir": self.ca.dir,
+                   "tls": {"cert_file": cert_file, "key_file": self.key}},
+        )
+
+    def test_the_given_certificate_is_served_and_agents_can_pin_its_ca(self):
+        controller = self.controller(self.chained).start()
+        self.addCleanup(controller.stop)
+        admin = admin_pb2_grpc.AdminStub(controller.admin_channel())
+        token = admin.CreateJoinToken(admin_pb2.CreateJoinTokenRequest(), timeout=5)
+        pin = hashlib.sha256(subprocess.run(
+            ["openssl", "x509", "-in", self.ca.path("ca.crt"), "-outform", "DER"],
+            check=True, capture_output=True).stdout).hexdigest()
+        self.assertTrue(token.token.startswith("K10" + pin + "::"))
+        served = subprocess.run(
+            ["openssl", "s_client", "-connect", controller.address, "-showcerts"],
+            input=b"", capture_output=True, timeout=20).stdout
+        with open(self.chained, "rb") as f:
+            self.assertIn(f.read().split(b"-----END CERTIFICATE-----")[0][-64:], served)
+        self.assertFalse(os.path.exists(os.path.join(controller.state_dir, "controller.crt")))
+
+    def test_a_certificate_without_the_ca_in_its_file_stops_the_controller(self):
+        controller = self.controller(self.leaf_only)
+        result = subprocess.run(
+            [harness.CONTROLLER_BIN, "-c", controller.config_path, "--check-config"],
+            capture_output=True, text=True, timeout=30)
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("followed by the cluster CA", result.stderr)
+
+
 class DurabilityTest(unittest.TestCase):
     def test_everything_acknowledged_survives_kill_9(self):
         tmp = harness.TempDir("pi-controller-durability-")

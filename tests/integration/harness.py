@@ -144,7 +144,7 @@ class Controller:
     """A real pi-controller with its own state dir, an admin bundle made by `issue-admin`, and
     listeners on ports chosen at run time. Restartable on the same state dir."""
 
-    def __init__(self, directory, cluster=None, name="controller"):
+    def __init__(self, directory, cluster=None, name="controller", extra=None):
         self.dir = directory
         self.name = name
         os.makedirs(directory, exist_ok=True)
@@ -164,6 +164,7 @@ class Controller:
                 "health_poll_timeout": "1s",
             },
         }
+        config.update(extra or {})
         with open(self.config_path, "w") as f:
             json.dump(config, f)
         self.admin_dir = os.path.join(directory, "admin")
@@ -172,8 +173,8 @@ class Controller:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        # The controller's CA lives in its state dir; pki.sh can issue extra certificates from it.
-        self.pki = Pki(self.state_dir)
+        # pki.sh can issue extra certificates from the controller's CA.
+        self.pki = Pki(config.get("ca_dir", self.state_dir))
         self.daemon = None
         self.starts = 0
 
@@ -193,7 +194,7 @@ class Controller:
             return f.read()
 
     def ca_pem(self):
-        return self.read(self.state_dir, "ca.crt")
+        return self.read(self.pki.path("ca.crt"))
 
     def admin_channel(self):
         return self.channel(

@@ -5,28 +5,17 @@
 #include <string>
 
 #include "tests/common/test_dir.h"
+#include "tests/common/test_pki.h"
 
 namespace pi::common {
 namespace {
 
-// Certificates come from the project's own deploy/pki.sh, so the script is exercised too.
-class Pki {
- public:
+// An agent's and an admin's certificates from a fresh CA.
+struct Pki : pi::testing::TestPki {
   Pki() {
-    Run("init " + dir_.path().string());
-    Run("issue " + dir_.path().string() + " agent node:pi-01 --ip 127.0.0.1");
-    Run("issue " + dir_.path().string() + " admin admin:alice");
+    Issue("agent", "node:pi-01", "--ip 127.0.0.1");
+    Issue("admin", "admin:alice");
   }
-  std::string File(const std::string& name) const { return (dir_.path() / name).string(); }
-  const pi::testing::TempDir& dir() const { return dir_; }
-
- private:
-  static void Run(const std::string& args) {
-    const std::string command =
-        std::string(PI_SOURCE_DIR) + "/deploy/pki.sh " + args + " 2>/dev/null";
-    REQUIRE(std::system(command.c_str()) == 0);
-  }
-  pi::testing::TempDir dir_;
 };
 
 TEST_CASE("a matching certificate and key load", "[tls]") {

@@ -10,6 +10,7 @@
 
 #include "common/tls/x509.h"
 #include "tests/common/test_dir.h"
+#include "tests/common/test_pki.h"
 
 namespace pi::common {
 namespace {
@@ -23,25 +24,12 @@ std::string ReadFile(const std::filesystem::path& path) {
   return buffer.str();
 }
 
-// A CA made with deploy/pki.sh in its own directory.
-class TestCa {
- public:
-  TestCa() { Pki("init " + dir_.path().string()); }
-  // Issues NAME.crt/NAME.key with extra pki.sh options and returns the certificate path.
-  std::string Issue(const std::string& name, const std::string& options) {
-    Pki("issue " + dir_.path().string() + " " + name + " controller " + options);
-    return File(name + ".crt");
+// A CA whose leaf certificates are the controller's.
+struct TestCa : pi::testing::TestPki {
+  std::string Issue(const std::string& name, const std::string& options) const {
+    return TestPki::Issue(name, "controller", options);
   }
-  std::string File(const std::string& name) const { return (dir_.path() / name).string(); }
   std::string Pin() const { return *CaPin(ReadFile(File("ca.crt"))); }
-
- private:
-  static void Pki(const std::string& args) {
-    const std::string command =
-        std::string(PI_SOURCE_DIR) + "/deploy/pki.sh " + args + " 2>/dev/null";
-    REQUIRE(std::system(command.c_str()) == 0);
-  }
-  pi::testing::TempDir dir_;
 };
 
 // A real gRPC TLS server presenting `chain_pem` (leaf first) for `key_file`.

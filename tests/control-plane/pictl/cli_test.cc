@@ -20,6 +20,7 @@
 #include "common/tls/credentials.h"
 #include "picontroller/v1/admin.grpc.pb.h"
 #include "tests/common/test_dir.h"
+#include "tests/common/test_pki.h"
 #include "tests/common/test_process.h"
 
 namespace pi::controlplane::pictl {
@@ -28,24 +29,12 @@ namespace {
 namespace pb = ::picontroller::v1;
 using std::chrono_literals::operator""s;
 
-// A cluster CA with the controller's and an admin's certificates, from the project's pki.sh.
-class Pki {
- public:
+// A cluster CA with the controller's and an admin's certificates.
+struct Pki : pi::testing::TestPki {
   Pki() {
-    Run("init " + dir_.path().string());
-    Run("issue " + dir_.path().string() + " controller controller --dns localhost --ip 127.0.0.1");
-    Run("issue " + dir_.path().string() + " admin admin:alice");
+    Issue("controller", "controller", "--dns localhost --ip 127.0.0.1");
+    Issue("admin", "admin:alice");
   }
-  std::string File(const std::string& name) const { return (dir_.path() / name).string(); }
-  const pi::testing::TempDir& dir() const { return dir_; }
-
- private:
-  static void Run(const std::string& args) {
-    const std::string command =
-        std::string(PI_SOURCE_DIR) + "/deploy/pki.sh " + args + " 2>/dev/null";
-    REQUIRE(std::system(command.c_str()) == 0);
-  }
-  pi::testing::TempDir dir_;
 };
 
 // Writes messages, then either finishes or (follow) waits for the client to cancel.

@@ -108,6 +108,10 @@ class AdminService::LogProxyReactor : public grpc::ServerWriteReactor<pb::LogEnt
   }
 
   void Begin() {
+    {
+      std::lock_guard lock(service_->log_proxies_mu_);
+      service_->log_proxies_.insert(this);
+    }
     pb::NodeAgent::NewStub(service_->dialer_.Channel(node_.node.id, node_.node.agent_address))
         ->async()
         ->StreamLogs(&upstream_, &filter_, this);
@@ -116,6 +120,8 @@ class AdminService::LogProxyReactor : public grpc::ServerWriteReactor<pb::LogEnt
     grpc::ClientReadReactor<pb::LogEntry>::AddHold();
     StartRead(&entry_);
     StartCall();
+    // A Shutdown that ran before this stream was listed did not see it.
+    if (service_->stopping_) Cancel();
   }
 
   void OnReadDone(bool ok) override {
@@ -133,13 +139,22 @@ class AdminService::LogProxyReactor : public grpc::ServerWriteReactor<pb::LogEnt
     upstream_.TryCancel();
     RemoveHold();
   }
+  // Ends the agent's stream; the admin's then ends in OnDone below.
+  void Cancel() { upstream_.TryCancel(); }
+
   // The agent's stream ended and no write is pending (the hold saw to that): pass its status on.
   void OnDone(const grpc::Status& status) override {
-    Finish(FromAgent(node_, status));
+    Finish(service_->stopping_
+               ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "pi-controller is shutting down")
+               : FromAgent(node_, status));
     Release();
   }
-  void OnCancel() override { upstream_.TryCancel(); }
+  void OnCancel() override { Cancel(); }
   void OnDone() override {
+    {
+      std::lock_guard lock(service_->log_proxies_mu_);
+      service_->log_proxies_.erase(this);
+    }
     service_->ReleaseStream();
     Release();
   }
@@ -259,6 +274,12 @@ class AdminService::WatchReactor : public grpc::ServerWriteReactor<pb::ClusterCh
   std::atomic<bool> broken_{false};
   pb::ClusterChange message_;
 };
+
+void AdminService::Shutdown() {
+  stopping_ = true;
+  std::lock_guard lock(log_proxies_mu_);
+  for (LogProxyReactor* proxy : log_proxies_) proxy->Cancel();
+}
 
 absl::StatusOr<common::Identity> AdminService::Authorize(grpc::CallbackServerContext* context,
                                                          std::string_view method) const {

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <atomic>
+#include <mutex>
+#include <set>
 
 #include "absl/status/statusor.h"
 #include "common/grpc/blocking_tasks.h"
@@ -24,8 +26,8 @@ class AdminService final : public picontroller::v1::Admin::CallbackService {
   AdminService(cluster::Cluster& cluster, cluster::AgentDialer& dialer, Options options)
       : cluster_(cluster), dialer_(dialer), options_(options) {}
 
-  // Ends every watch with UNAVAILABLE; proxied streams end when the server cancels them.
-  void Shutdown() { stopping_ = true; }
+  // Ends every watch and proxied log stream with UNAVAILABLE; call before the server's Shutdown.
+  void Shutdown();
 
   grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* context,
                                       const picontroller::v1::ListNodesRequest* request,
@@ -105,6 +107,9 @@ class AdminService final : public picontroller::v1::Admin::CallbackService {
   const Options options_;
   std::atomic<bool> stopping_{false};
   std::atomic<int> open_streams_{0};
+  std::mutex log_proxies_mu_;
+  // Registered from Begin until the admin's stream is done, so alive while listed.
+  std::set<LogProxyReactor*> log_proxies_;
   // Store writes and watches run here, not on gRPC's callback threads.
   common::BlockingTasks blocking_;
 };

@@ -226,6 +226,34 @@ class ClusterTest(unittest.TestCase):
         self.assertNotIn("joined", other.daemon.log())
         self.assertFalse(os.path.exists(os.path.join(impostor.state_dir, "node.crt")))
 
+    def test_9_the_controller_stops_cleanly_with_streams_open(self):
+        follower = subprocess.Popen(
+            [PICTL_BIN, "--config", self.pictl_config, "logs", "pi-node-2", "--source", "app",
+             "-f"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        watcher = subprocess.Popen(
+            [PICTL_BIN, "--config", self.pictl_config, "--json", "watch"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            self.assertIn("pi-node-2 booted", follower.stdout.readline())
+            self.assertTrue(watcher.stdout.readline().startswith("{"))
+            started = time.monotonic()
+            self.assertEqual(self.controller.stop(), 0)
+            self.assertLess(time.monotonic() - started, 8)
+            # Both streams end with an error the admin can read, not a hang.
+            self.assertNotEqual(follower.wait(10), 0)
+            self.assertNotEqual(watcher.wait(10), 0)
+            self.assertIn("shutting down", watcher.stderr.read() + follower.stderr.read())
+        finally:
+            for process in (follower, watcher):
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                process.stdout.close()
+                process.stderr.close()
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -20,6 +20,11 @@ READY = pb.NODE_STATE_READY
 DOWN = pb.NODE_STATE_DOWN
 
 
+def altered(token):
+    """The token with the last character of its secret changed."""
+    return token[:-1] + ("a" if token[-1] != "a" else "b")
+
+
 class SimulatedNode:
     """A node joined through RegisterNode with a key that never left this test."""
 
@@ -140,8 +145,7 @@ class JoinTest(ControllerFixture):
     def test_a_wrong_secret_is_refused_and_creates_nothing(self):
         created = self.token()
         before = self.revision()
-        wrong = created.token[:-1] + ("a" if created.token[-1] != "a" else "b")
-        response, _ = self.register(wrong, "pi-wrong-secret")
+        response, _ = self.register(altered(created.token), "pi-wrong-secret")
         self.assert_refused(response, "join token")
         self.assertEqual(self.token_info(created.info.id).uses, 0)
         self.assertEqual(self.revision(), before)
@@ -152,7 +156,7 @@ class JoinTest(ControllerFixture):
         pin, rest = created.token[3:].split("::")
         secret = rest.split(".", 1)[1]
         unknown = f"K10{pin}::zzzzzzzz.{secret}"
-        wrong, _ = self.register(created.token[:-1] + "x", "pi-unknown-1")
+        wrong, _ = self.register(altered(created.token), "pi-unknown-1")
         response, _ = self.register(unknown, "pi-unknown-2")
         self.assert_refused(response, "join token")
         self.assertEqual(response.reason, wrong.reason)

@@ -101,6 +101,9 @@ absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path,
     section.Read("max_streams", &max_streams, 1, 4096);
     config.admin_max_streams = static_cast<int>(max_streams);
   });
+  reader.Section("queues", [&](ConfigReader& section) {
+    queue::ReadQueuesConfig(section, {config.listen, config.http_listen}, config.queues);
+  });
   if (absl::Status status = reader.Finish(); !status.ok()) {
     return absl::InvalidArgumentError(fmt::format("{}: {}", path, std::string(status.message())));
   }

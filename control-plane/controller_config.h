@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "control-plane/cluster/cluster.h"
+#include "control-plane/queue/queue_config.h"
 
 namespace pi::controlplane {
 
@@ -38,7 +39,11 @@ struct ControllerConfig {
   std::string tls_cert_file;
   std::string tls_key_file;
 
+  // Durable work queues: routes, HTTP ingress, the HTTP Pull API and the worker gRPC listener.
+  queue::QueuesConfig queues;
+
   std::string DatabasePath() const { return state_dir + "/cluster.db"; }
+  std::string QueueDatabasePath() const { return state_dir + "/queue.db"; }
   std::string CaDir() const { return ca_dir.empty() ? state_dir : ca_dir; }
   bool CertificateConfigured() const { return !tls_cert_file.empty(); }
   std::string CertFile() const {

@@ -27,6 +27,11 @@
 #include "control-plane/cluster/controller_identity.h"
 #include "control-plane/cluster/health_poller.h"
 #include "control-plane/controller_config.h"
+#include "control-plane/queue/http_ingress.h"
+#include "control-plane/queue/http_pull_api.h"
+#include "control-plane/queue/queue_engine.h"
+#include "control-plane/queue/sqlite_queue_store.h"
+#include "control-plane/queue/worker_service.h"
 #include "control-plane/store/sqlite_cluster_store.h"
 
 namespace pi::controlplane {
@@ -164,6 +169,54 @@ int IssueAdmin(const ControllerConfig& config, const Flags& flags) {
   return 0;
 }
 
+void WriteQueueMetrics(queue::QueueEngine& engine, common::PrometheusTextWriter& writer) {
+  struct RouteFigures {
+    std::string route;
+    queue::QueueStats stats;
+    queue::QueueCounters counters;
+  };
+  std::vector<RouteFigures> figures;
+  for (const std::string& route : engine.RouteNames()) {
+    absl::StatusOr<queue::QueueStats> stats = engine.Stats(route);
+    absl::StatusOr<queue::QueueCounters> counters = engine.Counters(route);
+    if (stats.ok() && counters.ok()) figures.push_back({route, *stats, *counters});
+  }
+  writer.Family("pi_controller_queue_depth", "Queue items by state", "gauge");
+  for (const RouteFigures& f : figures) {
+    const int64_t ready = f.stats.queued - f.stats.delayed;
+    for (const auto& [state, count] : {std::pair<const char*, int64_t>{"ready", ready},
+                                       {"delayed", f.stats.delayed},
+                                       {"leased", f.stats.leased},
+                                       {"dead", f.stats.dead}}) {
+      writer.Sample("pi_controller_queue_depth", {{"route", f.route}, {"state", state}},
+                    static_cast<double>(count));
+    }
+  }
+  writer.Family("pi_controller_queue_oldest_age_seconds",
+                "Age of the oldest queued item (0 when empty)", "gauge");
+  for (const RouteFigures& f : figures) {
+    const double age = f.stats.oldest_queued_age
+                           ? std::chrono::duration<double>(*f.stats.oldest_queued_age).count()
+                           : 0.0;
+    writer.Sample("pi_controller_queue_oldest_age_seconds", {{"route", f.route}}, age);
+  }
+  const std::pair<const char*, uint64_t queue::QueueCounters::*> counters[] = {
+      {"pi_controller_queue_enqueued_total", &queue::QueueCounters::enqueued},
+      {"pi_controller_queue_dequeued_total", &queue::QueueCounters::dequeued},
+      {"pi_controller_queue_acks_total", &queue::QueueCounters::acked},
+      {"pi_controller_queue_nacks_total", &queue::QueueCounters::nacked},
+      {"pi_controller_queue_lease_conflicts_total", &queue::QueueCounters::conflicts},
+      {"pi_controller_queue_lease_expiries_total", &queue::QueueCounters::lease_expiries},
+      {"pi_controller_queue_dead_lettered_total", &queue::QueueCounters::dead_lettered},
+  };
+  for (const auto& [name, member] : counters) {
+    writer.Family(name, "Queue operations since the controller started", "counter");
+    for (const RouteFigures& f : figures) {
+      writer.Sample(name, {{"route", f.route}}, static_cast<double>(f.counters.*member));
+    }
+  }
+}
+
 void WriteMetrics(cluster::Cluster& cluster, common::PrometheusTextWriter& writer) {
   std::map<store::NodeState, int> counts;
   for (store::NodeState state :
@@ -204,6 +257,15 @@ int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& si
   absl::StatusOr<std::unique_ptr<cluster::Cluster>> cluster =
       cluster::Cluster::Create(**store, pki->ca, common::RealClock(), config.cluster);
   if (!cluster.ok()) return Fail(cluster.status());
+  absl::StatusOr<std::unique_ptr<queue::SqliteQueueStore>> queue_store =
+      queue::SqliteQueueStore::Open(config.QueueDatabasePath(), common::RealClock());
+  if (!queue_store.ok()) return Fail(queue_store.status());
+  absl::StatusOr<std::unique_ptr<queue::QueueEngine>> queues =
+      queue::QueueEngine::Open(**queue_store, common::RealClock(), config.queues.Limits());
+  if (!queues.ok()) return Fail(queues.status());
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> worker_credentials =
+      queue::WorkerServerCredentials(config.queues.tls);
+  if (!worker_credentials.ok()) return Fail(worker_credentials.status());
   if (flags.check_config) {
     std::printf("pi-controller: %s is valid\n", flags.config_path.c_str());
     return 0;
@@ -216,7 +278,8 @@ int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& si
   }
   cluster::AgentDialer dialer(*agent_credentials);
   cluster::ControlPlaneService control_plane(**cluster);
-  admin::AdminService admin_service(**cluster, dialer, {config.admin_max_streams});
+  admin::AdminService admin_service(**cluster, dialer, {config.admin_max_streams}, **queues);
+  const queue::RouteTable routes(config.queues);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -231,10 +294,50 @@ int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& si
     return Fail(absl::UnavailableError(fmt::format("cannot listen on {} for gRPC", config.listen)));
   }
 
+  // Queue listeners run only when routes are configured.
+  const bool serve_queues = !config.queues.routes.empty();
+  queue::WorkerService worker_service(**queues, routes);
+  std::unique_ptr<grpc::Server> worker_server;
+  int worker_port = 0;
+  if (serve_queues && !config.queues.grpc_listen.empty()) {
+    grpc::ServerBuilder worker_builder;
+    worker_builder.AddListeningPort(
+        common::JoinHostPort(*common::ParseListenAddress(config.queues.grpc_listen)),
+        *worker_credentials, &worker_port);
+    worker_builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
+    worker_builder.RegisterService(&worker_service);
+    worker_server = worker_builder.BuildAndStart();
+    if (!worker_server || worker_port == 0) {
+      server->Shutdown();
+      return Fail(absl::UnavailableError(
+          fmt::format("cannot listen on {} for worker gRPC (queues.pull_api.grpc_listen)",
+                      config.queues.grpc_listen)));
+    }
+  }
+  queue::HttpIngress ingress(**queues, routes, config.queues.ingress_max_body_bytes);
+  queue::HttpPullApi pull_api(**queues, routes, config.queues.pull_prefix, config.queues.tls);
+  int ingress_port = 0;
+  int pull_port = 0;
+  const auto start_http = [&](auto& listener, const std::string& address, int* port) {
+    if (!serve_queues || address.empty()) return absl::OkStatus();
+    absl::StatusOr<uint16_t> bound = listener.Start(address);
+    if (!bound.ok()) return bound.status();
+    *port = *bound;
+    return absl::OkStatus();
+  };
+  absl::Status listening = start_http(ingress, config.queues.ingress_listen, &ingress_port);
+  if (listening.ok()) listening = start_http(pull_api, config.queues.pull_listen, &pull_port);
+  if (!listening.ok()) {
+    if (worker_server) worker_server->Shutdown();
+    server->Shutdown();
+    return Fail(listening);
+  }
+
   common::HttpServer http;
-  http.Handle("GET", "/metrics", [&cluster](const common::HttpRequest&) {
+  http.Handle("GET", "/metrics", [&cluster, &queues](const common::HttpRequest&) {
     common::PrometheusTextWriter writer;
     WriteMetrics(**cluster, writer);
+    WriteQueueMetrics(**queues, writer);
     return common::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", writer.text()};
   });
   http.Handle("GET", "/healthz", [](const common::HttpRequest&) {
@@ -250,7 +353,13 @@ int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& si
     http_port = *bound;
   }
   if (!flags.ports_file.empty()) {
-    const std::string ports = nlohmann::json{{"grpc", grpc_port}, {"http", http_port}}.dump();
+    const std::string ports = nlohmann::json{
+        {"grpc", grpc_port},
+        {"http", http_port},
+        {"ingress", ingress_port},
+        {"pull", pull_port},
+        {"worker_grpc",
+         worker_port}}.dump();
     if (absl::Status status = common::WriteFileAtomically(flags.ports_file, ports, 0644);
         !status.ok()) {
       server->Shutdown();
@@ -265,6 +374,13 @@ int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& si
       "pi-controller {} serving ControlPlane and Admin on {} (port {}), metrics on {} (port {}); "
       "CA pin {}",
       PI_VERSION, config.listen, grpc_port, config.http_listen, http_port, pki->ca.pin());
+  if (serve_queues) {
+    spdlog::info("queues: {} routes; ingress port {}, HTTP pull port {}, worker gRPC port {} ({})",
+                 config.queues.routes.size(), ingress_port, pull_port, worker_port,
+                 config.queues.tls.cert_file.empty()     ? "plaintext"
+                 : config.queues.tls.require_client_cert ? "mTLS"
+                                                         : "TLS");
+  }
   if (absl::Status status = common::SdNotify("READY=1\nSTATUS=serving"); !status.ok()) {
     spdlog::warn("{}", std::string(status.message()));
   }
@@ -302,9 +418,17 @@ int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& si
   spdlog::info("received {}, shutting down", strsignal(received));
   common::SdNotify("STOPPING=1").IgnoreError();
   server->GetHealthCheckService()->SetServingStatus(false);
+  // Answers every long-polling worker and commits what is pending before the listeners close.
+  (*queues)->Shutdown();
+  ingress.Stop();
+  pull_api.Stop();
   admin_service.Shutdown();
   poller.Stop();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // One deadline for both servers: calls still running then are cancelled, and clients that keep
+  // idle connections open (which gRPC waits for until the deadline) cannot hold the stop longer.
+  const auto grpc_deadline = std::chrono::system_clock::now() + std::chrono::seconds(2);
+  if (worker_server) worker_server->Shutdown(grpc_deadline);
+  server->Shutdown(grpc_deadline);
   http.Stop();
   if (absl::Status status = (*cluster)->Tick(); !status.ok()) {
     spdlog::error("writing the last heartbeats: {}", std::string(status.message()));
@@ -327,7 +451,8 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", flags.log_level, "Override log_level: trace|debug|info|warn|error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app.add_option("--ports-file", flags.ports_file,
-                 "Write the bound ports as JSON {\"grpc\":N,\"http\":M} here once listening");
+                 "Write the bound ports as JSON {\"grpc\":N,\"http\":N,\"ingress\":N,\"pull\":N,"
+                 "\"worker_grpc\":N} here once listening (0 = off)");
   app.add_flag("--check-config", flags.check_config,
                "Validate the configuration, CA, certificates and store, then exit");
   auto* init = app.add_subcommand(

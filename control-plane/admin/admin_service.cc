@@ -1,8 +1,10 @@
 #include "control-plane/admin/admin_service.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 
@@ -21,6 +23,11 @@ namespace pb = picontroller::v1;
 using cluster::NodeView;
 
 constexpr int kWatchBatch = 500;
+// ListDeadLetters' limit when the request leaves it 0, and its cap.
+constexpr int kDefaultDeadLetterLimit = 100;
+constexpr int kMaxDeadLetterLimit = 1000;
+// Ids per RequeueDeadLetters or DeleteDeadLetters call.
+constexpr int kMaxDeadLetterIds = 1000;
 constexpr std::chrono::milliseconds kWatchWakeup{500};
 
 // A call answered before it started: refused, or answered from memory.
@@ -295,6 +302,31 @@ absl::StatusOr<common::Identity> AdminService::Authorize(grpc::CallbackServerCon
     return allowed;
   }
   return *caller.identity;
+}
+
+absl::Status AdminService::CheckRoute(const std::string& route) const {
+  if (route.empty()) return absl::InvalidArgumentError("name the queue route");
+  const std::vector<std::string> routes = queues_.RouteNames();
+  if (std::find(routes.begin(), routes.end(), route) != routes.end()) return absl::OkStatus();
+  return absl::NotFoundError(
+      routes.empty() ? fmt::format("no queue route {:?}: the controller has no queue routes", route)
+                     : fmt::format("no queue route {:?}; configured routes: {}", route,
+                                   fmt::join(routes, ", ")));
+}
+
+absl::Status AdminService::CheckDeadLetterIds(const pb::DeadLetterIds& request) const {
+  if (absl::Status route = CheckRoute(request.route()); !route.ok()) return route;
+  if (request.ids().empty()) return absl::InvalidArgumentError("give at least one message id");
+  if (request.ids_size() > kMaxDeadLetterIds) {
+    return absl::InvalidArgumentError(fmt::format("at most {} message ids per call, got {}",
+                                                  kMaxDeadLetterIds, request.ids_size()));
+  }
+  for (int i = 0; i < request.ids_size(); ++i) {
+    if (request.ids(i).empty()) {
+      return absl::InvalidArgumentError(fmt::format("message id {} is empty", i + 1));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<NodeView> AdminService::Resolve(const pb::NodeRef& ref) {
@@ -580,6 +612,150 @@ grpc::ServerWriteReactor<pb::ClusterChange>* AdminService::WatchCluster(
     ReleaseStream();
     return new FinishedStream<pb::ClusterChange>(started);
   }
+  return reactor;
+}
+
+// ---- queues ----------------------------------------------------------------------------------
+// Stats and listings are read from the engine's memory on the calling thread. Changes finish from
+// the engine's done callback, which runs after the durable commit (on the engine's commit thread),
+// so no gRPC thread waits for the disk.
+
+grpc::ServerUnaryReactor* AdminService::GetQueueStats(grpc::CallbackServerContext* context,
+                                                      const pb::GetQueueStatsRequest* request,
+                                                      pb::GetQueueStatsResponse* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "GetQueueStats");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  std::vector<std::string> routes;
+  if (request->route().empty()) {
+    routes = queues_.RouteNames();
+    std::sort(routes.begin(), routes.end());
+  } else {
+    if (absl::Status known = CheckRoute(request->route()); !known.ok()) {
+      return new FinishedUnary(known);
+    }
+    routes.push_back(request->route());
+  }
+  for (const std::string& route : routes) {
+    absl::StatusOr<queue::QueueStats> stats = queues_.Stats(route);
+    if (!stats.ok()) return new FinishedUnary(stats.status());
+    absl::StatusOr<queue::QueueCounters> counters = queues_.Counters(route);
+    if (!counters.ok()) return new FinishedUnary(counters.status());
+    pb::QueueStats* out = response->add_routes();
+    out->set_route(route);
+    out->set_queued(stats->queued);
+    out->set_delayed(stats->delayed);
+    out->set_leased(stats->leased);
+    out->set_dead(stats->dead);
+    if (stats->oldest_queued_age.has_value()) {
+      *out->mutable_oldest_queued_age() = common::ToProtoDuration(*stats->oldest_queued_age);
+    }
+    out->set_enqueued(counters->enqueued);
+    out->set_dequeued(counters->dequeued);
+    out->set_acked(counters->acked);
+    out->set_nacked(counters->nacked);
+    out->set_conflicts(counters->conflicts);
+    out->set_lease_expiries(counters->lease_expiries);
+    out->set_dead_lettered(counters->dead_lettered);
+  }
+  return new FinishedUnary(absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AdminService::ListDeadLetters(grpc::CallbackServerContext* context,
+                                                        const pb::ListDeadLettersRequest* request,
+                                                        pb::ListDeadLettersResponse* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "ListDeadLetters");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  if (absl::Status known = CheckRoute(request->route()); !known.ok()) {
+    return new FinishedUnary(known);
+  }
+  if (request->limit() < 0 || request->limit() > kMaxDeadLetterLimit) {
+    return new FinishedUnary(absl::InvalidArgumentError(
+        fmt::format("limit must be 1..{} (0 = {}), got {}", kMaxDeadLetterLimit,
+                    kDefaultDeadLetterLimit, request->limit())));
+  }
+  const int limit = request->limit() == 0 ? kDefaultDeadLetterLimit : request->limit();
+  absl::StatusOr<std::vector<queue::StoredMessage>> dead =
+      queues_.ListDeadLetters(request->route(), limit);
+  if (!dead.ok()) return new FinishedUnary(dead.status());
+  for (const queue::StoredMessage& message : *dead) {
+    pb::DeadLetter* item = response->add_items();
+    item->set_id(message.id);
+    *item->mutable_received_at() = common::ToProtoTimestamp(message.received_at);
+    item->set_attempt(message.attempt);
+    item->set_reason(message.dead_reason);
+    *item->mutable_dead_at() = common::ToProtoTimestamp(message.dead_at);
+    item->set_payload(message.payload);
+    item->mutable_headers()->insert(message.headers.begin(), message.headers.end());
+  }
+  return new FinishedUnary(absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AdminService::RequeueDeadLetters(grpc::CallbackServerContext* context,
+                                                           const pb::DeadLetterIds* request,
+                                                           pb::DeadLetterCount* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "RequeueDeadLetters");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  if (absl::Status valid = CheckDeadLetterIds(*request); !valid.ok()) {
+    return new FinishedUnary(valid);
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  queues_.RequeueDeadLetters(
+      request->route(), {request->ids().begin(), request->ids().end()},
+      [reactor, response, route = request->route(), asked = request->ids_size(),
+       who = caller->ToString()](absl::StatusOr<int64_t> requeued) {
+        if (requeued.ok()) {
+          spdlog::info("{} requeued {} of {} dead letters of queue {}", who, *requeued, asked,
+                       route);
+          response->set_count(*requeued);
+        }
+        reactor->Finish(common::ToGrpcStatus(requeued.status()));
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminService::DeleteDeadLetters(grpc::CallbackServerContext* context,
+                                                          const pb::DeadLetterIds* request,
+                                                          pb::DeadLetterCount* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "DeleteDeadLetters");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  if (absl::Status valid = CheckDeadLetterIds(*request); !valid.ok()) {
+    return new FinishedUnary(valid);
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  queues_.DeleteDeadLetters(
+      request->route(), {request->ids().begin(), request->ids().end()},
+      [reactor, response, route = request->route(), asked = request->ids_size(),
+       who = caller->ToString()](absl::StatusOr<int64_t> deleted) {
+        if (deleted.ok()) {
+          spdlog::info("{} deleted {} of {} dead letters of queue {}", who, *deleted, asked, route);
+          response->set_count(*deleted);
+        }
+        reactor->Finish(common::ToGrpcStatus(deleted.status()));
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminService::Publish(grpc::CallbackServerContext* context,
+                                                const pb::PublishRequest* request,
+                                                pb::PublishResponse* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "Publish");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  if (absl::Status known = CheckRoute(request->route()); !known.ok()) {
+    return new FinishedUnary(known);
+  }
+  queue::NewMessage message;
+  message.payload = request->payload();
+  message.headers.insert(request->headers().begin(), request->headers().end());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  queues_.Enqueue(request->route(), std::move(message),
+                  [reactor, response, route = request->route(),
+                   who = caller->ToString()](absl::StatusOr<std::string> id) {
+                    if (id.ok()) {
+                      spdlog::info("{} published message {} to queue {}", who, *id, route);
+                      response->set_id(*id);
+                    }
+                    reactor->Finish(common::ToGrpcStatus(id.status()));
+                  });
   return reactor;
 }
 

@@ -9,13 +9,15 @@
 #include "common/tls/identity.h"
 #include "control-plane/cluster/agent_dialer.h"
 #include "control-plane/cluster/cluster.h"
+#include "control-plane/queue/queue_engine.h"
 #include "picontroller/v1/admin.grpc.pb.h"
 
 namespace pi::controlplane::admin {
 
 // The Admin gRPC adapter (DESIGN 4.3): admin identities only. Node operations go to the cluster
 // core; metrics, GPIO, commands and logs are proxied to the node's pi-agent over the controller's
-// own mTLS channel, so an admin needs only the controller's address.
+// own mTLS channel, so an admin needs only the controller's address. Queue administration (stats,
+// dead letters, publish) goes to the queue engine.
 class AdminService final : public picontroller::v1::Admin::CallbackService {
  public:
   struct Options {
@@ -23,8 +25,10 @@ class AdminService final : public picontroller::v1::Admin::CallbackService {
     int max_streams = 32;
   };
 
-  AdminService(cluster::Cluster& cluster, cluster::AgentDialer& dialer, Options options)
-      : cluster_(cluster), dialer_(dialer), options_(options) {}
+  // `queues` must outlive the service (stop the server before destroying the engine).
+  AdminService(cluster::Cluster& cluster, cluster::AgentDialer& dialer, Options options,
+               queue::QueueEngine& queues)
+      : cluster_(cluster), dialer_(dialer), queues_(queues), options_(options) {}
 
   // Ends every watch and proxied log stream with UNAVAILABLE; call before the server's Shutdown.
   void Shutdown();
@@ -78,6 +82,22 @@ class AdminService final : public picontroller::v1::Admin::CallbackService {
       grpc::CallbackServerContext* context,
       const picontroller::v1::WatchClusterRequest* request) override;
 
+  grpc::ServerUnaryReactor* GetQueueStats(
+      grpc::CallbackServerContext* context, const picontroller::v1::GetQueueStatsRequest* request,
+      picontroller::v1::GetQueueStatsResponse* response) override;
+  grpc::ServerUnaryReactor* ListDeadLetters(
+      grpc::CallbackServerContext* context, const picontroller::v1::ListDeadLettersRequest* request,
+      picontroller::v1::ListDeadLettersResponse* response) override;
+  grpc::ServerUnaryReactor* RequeueDeadLetters(
+      grpc::CallbackServerContext* context, const picontroller::v1::DeadLetterIds* request,
+      picontroller::v1::DeadLetterCount* response) override;
+  grpc::ServerUnaryReactor* DeleteDeadLetters(grpc::CallbackServerContext* context,
+                                              const picontroller::v1::DeadLetterIds* request,
+                                              picontroller::v1::DeadLetterCount* response) override;
+  grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* context,
+                                    const picontroller::v1::PublishRequest* request,
+                                    picontroller::v1::PublishResponse* response) override;
+
  private:
   class WatchReactor;
   class LogProxyReactor;
@@ -100,10 +120,15 @@ class AdminService final : public picontroller::v1::Admin::CallbackService {
                                           picontroller::v1::Node* response,
                                           store::AdminState admin_state, std::string_view method);
   absl::Status ReserveStream(std::string_view what);
+  // OK for a configured queue route; NOT_FOUND naming the configured ones otherwise.
+  absl::Status CheckRoute(const std::string& route) const;
+  // Requeue and delete: the route and 1..kMaxDeadLetterIds non-empty ids.
+  absl::Status CheckDeadLetterIds(const picontroller::v1::DeadLetterIds& request) const;
   void ReleaseStream() { --open_streams_; }
 
   cluster::Cluster& cluster_;
   cluster::AgentDialer& dialer_;
+  queue::QueueEngine& queues_;
   const Options options_;
   std::atomic<bool> stopping_{false};
   std::atomic<int> open_streams_{0};

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "common/tls/credentials.h"
 #include "control-plane/pictl/errors.h"
@@ -63,24 +64,35 @@ class Session {
   int Unary(const std::function<grpc::Status(grpc::ClientContext*, Response*)>& rpc,
             const std::function<void(const Response&)>& print,
             std::chrono::nanoseconds extra = std::chrono::nanoseconds(0)) {
-    grpc::ClientContext call;
-    call.set_deadline(
-        std::chrono::system_clock::now() +
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(timeout_ + extra));
     Response response;
-    grpc::Status status;
-    {
-      auto registration = context_.interrupt->OnCancel([&call] { call.TryCancel(); });
-      status = rpc(&call, &response);
-    }
+    const grpc::Status status = Call<Response>(rpc, &response, extra);
     if (!status.ok()) return Fail(status, /*stream=*/false);
     if (json()) {
-      out_ << ToJsonLine(response) << "\n";
+      out_ << ToJsonLine(response, json_defaults_) << "\n";
     } else {
       print(response);
     }
     return kExitOk;
   }
+
+  // --json prints zero and empty fields too (the queue commands: counts a script reads).
+  void IncludeJsonDefaults() { json_defaults_ = true; }
+
+  // One unary call with the --timeout deadline (plus `extra`), cancelled by Ctrl-C; prints nothing.
+  template <typename Response>
+  grpc::Status Call(const std::function<grpc::Status(grpc::ClientContext*, Response*)>& rpc,
+                    Response* response,
+                    std::chrono::nanoseconds extra = std::chrono::nanoseconds(0)) {
+    grpc::ClientContext call;
+    call.set_deadline(
+        std::chrono::system_clock::now() +
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(timeout_ + extra));
+    auto registration = context_.interrupt->OnCancel([&call] { call.TryCancel(); });
+    return rpc(&call, response);
+  }
+
+  // Reports a failed unary call (see Call) and returns the exit code.
+  int FailUnary(const grpc::Status& status) { return Fail(status, /*stream=*/false); }
 
   // Reads a server stream until it ends, the call fails or Ctrl-C (a clean end). Streams have no
   // deadline: they last as long as the operator wants (logs -f, watch).
@@ -123,6 +135,7 @@ class Session {
   std::ostream& out_;
   std::ostream& err_;
   std::unique_ptr<pb::Admin::Stub> stub_;
+  bool json_defaults_ = false;
 };
 
 using Action = std::function<int(Session&)>;
@@ -167,6 +180,13 @@ struct Arguments {
   TokenOptions token;
   std::string token_id;
   int64_t since_revision = 0;
+  std::string route;
+  int64_t dead_limit = 100;
+  std::vector<std::string> message_ids;
+  bool all_dead_letters = false;
+  PublishOptions publish;
+  std::string publish_data;
+  std::string publish_file;
 };
 
 void DefineNodes(CLI::App& app, Arguments& args, Action& action) {
@@ -426,6 +446,173 @@ void DefineWatch(CLI::App& app, Arguments& args, Action& action) {
   });
 }
 
+// `queue dead requeue ROUTE --all`: lists and requeues the route's dead letters a page at a
+// time. Each message is requeued at most once per run, so letters that die again while this runs
+// (a worker still failing them) do not keep it going.
+int RequeueAllDeadLetters(Session& session, const std::string& route) {
+  std::set<std::string> requeued_ids;
+  int64_t asked = 0;
+  int64_t requeued = 0;
+  while (true) {
+    absl::StatusOr<pb::ListDeadLettersRequest> list =
+        BuildListDeadLettersRequest(route, kMaxDeadLetterLimit);
+    if (!list.ok()) return LocalFailure(session.err(), list.status());
+    pb::ListDeadLettersResponse listed;
+    grpc::Status status = session.Call<pb::ListDeadLettersResponse>(
+        [&](grpc::ClientContext* call, pb::ListDeadLettersResponse* response) {
+          return session.stub().ListDeadLetters(call, *list, response);
+        },
+        &listed);
+    if (status.ok()) {
+      std::vector<std::string> ids;
+      for (const pb::DeadLetter& item : listed.items()) {
+        if (requeued_ids.insert(item.id()).second) ids.push_back(item.id());
+      }
+      if (ids.empty()) break;
+      absl::StatusOr<pb::DeadLetterIds> request = BuildDeadLetterIds(route, ids);
+      if (!request.ok()) return LocalFailure(session.err(), request.status());
+      pb::DeadLetterCount count;
+      status = session.Call<pb::DeadLetterCount>(
+          [&](grpc::ClientContext* call, pb::DeadLetterCount* response) {
+            return session.stub().RequeueDeadLetters(call, *request, response);
+          },
+          &count);
+      if (status.ok()) {
+        asked += static_cast<int64_t>(ids.size());
+        requeued += count.count();
+        if (listed.items_size() < kMaxDeadLetterLimit) break;
+        continue;
+      }
+    }
+    if (requeued > 0) {
+      session.err() << fmt::format(
+          "pictl: {} dead letters of queue {} were requeued before this "
+          "failure:\n",
+          requeued, route);
+    }
+    return session.FailUnary(status);
+  }
+  if (session.json()) {
+    pb::DeadLetterCount total;
+    total.set_count(requeued);
+    session.out() << ToJsonLine(total, /*include_defaults=*/true) << "\n";
+  } else if (asked == 0) {
+    session.out() << fmt::format("queue {} has no dead letters\n", route);
+  } else {
+    session.out() << FormatDeadLetterCount("requeued", requeued, asked, route);
+  }
+  return kExitOk;
+}
+
+void DefineQueue(CLI::App& app, Arguments& args, Action& action) {
+  auto* queue = app.add_subcommand("queue", "Durable work queues: stats, dead letters, publish");
+  queue->require_subcommand(1);
+
+  auto* stats = queue->add_subcommand("stats", "Depths and counters of one route or of all");
+  stats->add_option("ROUTE", args.route, "Queue route (default: every route)");
+  stats->callback([&] {
+    action = [&args](Session& session) {
+      session.IncludeJsonDefaults();
+      const pb::GetQueueStatsRequest request = BuildQueueStatsRequest(args.route);
+      return session.Unary<pb::GetQueueStatsResponse>(
+          [&](grpc::ClientContext* call, pb::GetQueueStatsResponse* response) {
+            return session.stub().GetQueueStats(call, request, response);
+          },
+          [&](const pb::GetQueueStatsResponse& response) {
+            session.out() << FormatQueueStatsTable(response);
+          });
+    };
+  });
+
+  auto* dead = queue->add_subcommand("dead", "List, requeue or delete a route's dead letters");
+  dead->require_subcommand(1);
+
+  auto* list = dead->add_subcommand("list", "Dead letters, oldest death first");
+  list->add_option("ROUTE", args.route, "Queue route")->required();
+  list->add_option("--limit,-n", args.dead_limit,
+                   fmt::format("At most this many (1..{})", kMaxDeadLetterLimit))
+      ->capture_default_str();
+  list->callback([&] {
+    action = [&args](Session& session) {
+      session.IncludeJsonDefaults();
+      auto request = BuildListDeadLettersRequest(args.route, args.dead_limit);
+      if (!request.ok()) return LocalFailure(session.err(), request.status());
+      return session.Unary<pb::ListDeadLettersResponse>(
+          [&](grpc::ClientContext* call, pb::ListDeadLettersResponse* response) {
+            return session.stub().ListDeadLetters(call, *request, response);
+          },
+          [&](const pb::ListDeadLettersResponse& response) {
+            session.out() << FormatDeadLetterTable(response, session.now());
+          });
+    };
+  });
+
+  // Requeue and delete take the same arguments and answer alike.
+  using IdsRpc = grpc::Status (pb::Admin::Stub::*)(grpc::ClientContext*, const pb::DeadLetterIds&,
+                                                   pb::DeadLetterCount*);
+  auto run_ids = [&args](IdsRpc rpc, std::string verb) {
+    return [&args, rpc, verb](Session& session) {
+      session.IncludeJsonDefaults();
+      auto request = BuildDeadLetterIds(args.route, args.message_ids);
+      if (!request.ok()) return LocalFailure(session.err(), request.status());
+      return session.Unary<pb::DeadLetterCount>(
+          [&](grpc::ClientContext* call, pb::DeadLetterCount* response) {
+            return (session.stub().*rpc)(call, *request, response);
+          },
+          [&](const pb::DeadLetterCount& response) {
+            session.out() << FormatDeadLetterCount(verb, response.count(), request->ids_size(),
+                                                   args.route);
+          });
+    };
+  };
+
+  auto* requeue = dead->add_subcommand("requeue", "Put dead letters back in the queue, due now");
+  requeue->add_option("ROUTE", args.route, "Queue route")->required();
+  auto* ids = requeue->add_option("ID", args.message_ids, "Message ids");
+  requeue->add_flag("--all", args.all_dead_letters, "Every dead letter of the route")
+      ->excludes(ids);
+  requeue->callback([&, run_ids] {
+    if (args.all_dead_letters) {
+      action = [&args](Session& session) { return RequeueAllDeadLetters(session, args.route); };
+    } else {
+      action = run_ids(&pb::Admin::Stub::RequeueDeadLetters, "requeued");
+    }
+  });
+
+  auto* remove = dead->add_subcommand("delete", "Delete dead letters for good");
+  remove->add_option("ROUTE", args.route, "Queue route")->required();
+  remove->add_option("ID", args.message_ids, "Message ids")->required();
+  remove->callback(
+      [&, run_ids] { action = run_ids(&pb::Admin::Stub::DeleteDeadLetters, "deleted"); });
+
+  auto* publish = queue->add_subcommand(
+      "publish", "Enqueue a message: pictl queue publish ROUTE (--data TEXT | --file PATH)");
+  publish->add_option("ROUTE", args.route, "Queue route")->required();
+  auto* data = publish->add_option("--data", args.publish_data, "The payload as given");
+  auto* file = publish->add_option("--file", args.publish_file, "Read the payload from this file");
+  data->excludes(file);
+  publish->add_option("--header,-H", args.publish.headers, "NAME=VALUE; repeatable")
+      ->allow_extra_args(false);
+  publish->callback([&args, &action, data, file] {
+    args.publish.data.reset();
+    args.publish.file.reset();
+    // Counted rather than tested for emptiness: `--data ''` publishes an empty payload.
+    if (data->count() > 0) args.publish.data = args.publish_data;
+    if (file->count() > 0) args.publish.file = args.publish_file;
+    action = [&args](Session& session) {
+      auto request = BuildPublishRequest(args.route, args.publish);
+      if (!request.ok()) return LocalFailure(session.err(), request.status());
+      return session.Unary<pb::PublishResponse>(
+          [&](grpc::ClientContext* call, pb::PublishResponse* response) {
+            return session.stub().Publish(call, *request, response);
+          },
+          [&](const pb::PublishResponse& response) {
+            session.out() << FormatPublished(response, args.route);
+          });
+    };
+  });
+}
+
 int Connect(const Arguments& args, const Action& action, const RunContext& context,
             std::ostream& out, std::ostream& err) {
   auto timeout = ParseTimeout(args.global.timeout);
@@ -480,6 +667,7 @@ int RunPictl(int argc, const char* const* argv, const RunContext& context, std::
     DefineLogs(app, args, action);
     DefineTokens(app, args, action);
     DefineWatch(app, args, action);
+    DefineQueue(app, args, action);
     app.add_subcommand("version", "Print pictl's version")->callback([&] { show_version = true; });
 
     try {

@@ -426,9 +426,55 @@ std::string FormatClusterChange(const pb::ClusterChange& change) {
   return line + "unknown object";
 }
 
-std::string ToJsonLine(const google::protobuf::Message& message) {
+std::string FormatQueueStatsTable(const pb::GetQueueStatsResponse& response) {
+  if (response.routes().empty()) return "No queue routes.\n";
+  Rows rows = {{"ROUTE", "QUEUED", "DELAYED", "LEASED", "DEAD", "OLDEST", "ENQUEUED", "DEQUEUED",
+                "ACKED", "NACKED", "CONFLICTS", "EXPIRED", "DEAD-LETTERED"}};
+  for (const auto& route : response.routes()) {
+    rows.push_back(
+        {route.route(), std::to_string(route.queued()), std::to_string(route.delayed()),
+         std::to_string(route.leased()), std::to_string(route.dead()),
+         route.has_oldest_queued_age() ? FormatSpan(SpanOf(route.oldest_queued_age())) : "-",
+         std::to_string(route.enqueued()), std::to_string(route.dequeued()),
+         std::to_string(route.acked()), std::to_string(route.nacked()),
+         std::to_string(route.conflicts()), std::to_string(route.lease_expiries()),
+         std::to_string(route.dead_lettered())});
+  }
+  return FormatTable(rows);
+}
+
+std::string FormatDeadLetterTable(const pb::ListDeadLettersResponse& response, WallTime now) {
+  if (response.items().empty()) return "No dead letters.\n";
+  Rows rows = {{"ID", "RECEIVED", "DIED", "ATTEMPTS", "REASON", "SIZE", "HEADERS"}};
+  for (const auto& item : response.items()) {
+    rows.push_back({item.id(), FormatAge(item.received_at(), now), FormatAge(item.dead_at(), now),
+                    std::to_string(item.attempt()), item.reason().empty() ? "-" : item.reason(),
+                    FormatBytes(item.payload().size()),
+                    item.headers().empty() ? "-" : FormatLabels(item.headers())});
+  }
+  return FormatTable(rows);
+}
+
+std::string FormatDeadLetterCount(std::string_view verb, int64_t count, int64_t asked,
+                                  const std::string& route) {
+  std::string line = fmt::format("{} {} of {} dead letter{} of queue {}", verb, count, asked,
+                                 asked == 1 ? "" : "s", route);
+  if (count < asked) {
+    const int64_t missed = asked - count;
+    line += fmt::format(" ({} {} of it)", missed,
+                        missed == 1 ? "was not a dead letter" : "were not dead letters");
+  }
+  return line + "\n";
+}
+
+std::string FormatPublished(const pb::PublishResponse& response, const std::string& route) {
+  return fmt::format("published message {} to queue {}\n", response.id(), route);
+}
+
+std::string ToJsonLine(const google::protobuf::Message& message, bool include_defaults) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = include_defaults;
   std::string json;
   auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
   // Only invalid UTF-8 in a string field can fail; show that instead of nothing.

@@ -54,7 +54,18 @@ std::string FormatRevokedToken(const pb::JoinTokenInfo& token);
 // One line per change (no newline).
 std::string FormatClusterChange(const pb::ClusterChange& change);
 
-// The message as one line of JSON with the proto field names ("last_heartbeat").
-std::string ToJsonLine(const google::protobuf::Message& message);
+// `queue stats`: one row per route with depths, the oldest queued item's age and the counters.
+std::string FormatQueueStatsTable(const pb::GetQueueStatsResponse& response);
+// `queue dead list`: ID RECEIVED DIED ATTEMPTS REASON SIZE HEADERS.
+std::string FormatDeadLetterTable(const pb::ListDeadLettersResponse& response, WallTime now);
+// "requeued 2 of 3 dead letters of queue github (1 was not a dead letter of it)".
+std::string FormatDeadLetterCount(std::string_view verb, int64_t count, int64_t asked,
+                                  const std::string& route);
+std::string FormatPublished(const pb::PublishResponse& response, const std::string& route);
+
+// The message as one line of JSON with the proto field names ("last_heartbeat"). With
+// `include_defaults`, zero counts and empty strings are printed too rather than left out, so a
+// script reading `queued` finds 0 instead of nothing.
+std::string ToJsonLine(const google::protobuf::Message& message, bool include_defaults = false);
 
 }  // namespace pi::controlplane::pictl

@@ -5,7 +5,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <set>
 #include <string_view>
@@ -360,6 +364,100 @@ absl::StatusOr<std::chrono::nanoseconds> ParseTimeout(const std::string& text) {
     return absl::InvalidArgumentError("--timeout 0: give a positive duration such as 10s");
   }
   return *timeout;
+}
+
+// ---- queues
+
+namespace {
+
+absl::Status CheckRouteArgument(const std::string& route) {
+  if (route.empty()) return absl::InvalidArgumentError("ROUTE must not be empty");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadPayloadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        fmt::format("--file {:?}: cannot open it: {}", path, std::strerror(errno)));
+  }
+  std::string payload((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) {
+    return absl::InvalidArgumentError(
+        fmt::format("--file {:?}: cannot read it: {}", path, std::strerror(errno)));
+  }
+  return payload;
+}
+
+}  // namespace
+
+pb::GetQueueStatsRequest BuildQueueStatsRequest(const std::string& route) {
+  pb::GetQueueStatsRequest request;
+  request.set_route(route);
+  return request;
+}
+
+absl::StatusOr<pb::ListDeadLettersRequest> BuildListDeadLettersRequest(const std::string& route,
+                                                                       int64_t limit) {
+  if (absl::Status valid = CheckRouteArgument(route); !valid.ok()) return valid;
+  if (limit < 1 || limit > kMaxDeadLetterLimit) {
+    return absl::InvalidArgumentError(
+        fmt::format("--limit {}: expected 1..{}", limit, kMaxDeadLetterLimit));
+  }
+  pb::ListDeadLettersRequest request;
+  request.set_route(route);
+  request.set_limit(static_cast<int32_t>(limit));
+  return request;
+}
+
+absl::StatusOr<pb::DeadLetterIds> BuildDeadLetterIds(const std::string& route,
+                                                     const std::vector<std::string>& ids) {
+  if (absl::Status valid = CheckRouteArgument(route); !valid.ok()) return valid;
+  if (ids.empty()) return absl::InvalidArgumentError("give at least one message ID (or --all)");
+  pb::DeadLetterIds request;
+  request.set_route(route);
+  std::set<std::string> seen;
+  for (const std::string& id : ids) {
+    if (id.empty()) return absl::InvalidArgumentError("a message ID must not be empty");
+    if (seen.insert(id).second) request.add_ids(id);
+  }
+  if (request.ids_size() > kMaxDeadLetterIds) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} message IDs: at most {} per call", request.ids_size(), kMaxDeadLetterIds));
+  }
+  return request;
+}
+
+absl::StatusOr<pb::PublishRequest> BuildPublishRequest(const std::string& route,
+                                                       const PublishOptions& options) {
+  if (absl::Status valid = CheckRouteArgument(route); !valid.ok()) return valid;
+  if (options.data.has_value() == options.file.has_value()) {
+    return absl::InvalidArgumentError("give the payload with exactly one of --data or --file");
+  }
+  pb::PublishRequest request;
+  request.set_route(route);
+  for (const std::string& header : options.headers) {
+    const size_t equals = header.find('=');
+    if (equals == std::string::npos) {
+      return absl::InvalidArgumentError(fmt::format("--header {:?}: expected NAME=VALUE", header));
+    }
+    const std::string name = header.substr(0, equals);
+    if (Trim(name).empty() || Trim(name) != name) {
+      return absl::InvalidArgumentError(fmt::format(
+          "--header {:?}: the name must be non-empty, without surrounding spaces", header));
+    }
+    if (!request.mutable_headers()->insert({name, header.substr(equals + 1)}).second) {
+      return absl::InvalidArgumentError(fmt::format("--header {:?} is given twice", name));
+    }
+  }
+  if (options.data.has_value()) {
+    request.set_payload(*options.data);
+  } else {
+    absl::StatusOr<std::string> payload = ReadPayloadFile(*options.file);
+    if (!payload.ok()) return payload.status();
+    request.set_payload(*std::move(payload));
+  }
+  return request;
 }
 
 }  // namespace pi::controlplane::pictl

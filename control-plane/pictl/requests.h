@@ -89,6 +89,35 @@ absl::StatusOr<pb::CreateJoinTokenRequest> BuildCreateTokenRequest(const TokenOp
 
 absl::StatusOr<pb::WatchClusterRequest> BuildWatchRequest(int64_t since_revision);
 
+// ---- queues
+
+// Dead letters per `queue dead list` (the server's cap) and ids per requeue or delete call.
+inline constexpr int kMaxDeadLetterLimit = 1000;
+inline constexpr int kMaxDeadLetterIds = 1000;
+
+// `queue stats [ROUTE]`: empty = every route.
+pb::GetQueueStatsRequest BuildQueueStatsRequest(const std::string& route);
+
+// `queue dead list ROUTE --limit N`: N in 1..kMaxDeadLetterLimit.
+absl::StatusOr<pb::ListDeadLettersRequest> BuildListDeadLettersRequest(const std::string& route,
+                                                                       int64_t limit);
+
+// `queue dead requeue|delete ROUTE ID...`: 1..kMaxDeadLetterIds non-empty ids; repeats dropped.
+absl::StatusOr<pb::DeadLetterIds> BuildDeadLetterIds(const std::string& route,
+                                                     const std::vector<std::string>& ids);
+
+struct PublishOptions {
+  // Exactly one of the two: the payload as given, or the path of a file holding it.
+  std::optional<std::string> data;
+  std::optional<std::string> file;
+  // "Name=value" each; the value may be empty and may contain '='.
+  std::vector<std::string> headers;
+};
+
+// `queue publish ROUTE (--data TEXT | --file PATH) [--header K=V ...]`; reads the file.
+absl::StatusOr<pb::PublishRequest> BuildPublishRequest(const std::string& route,
+                                                       const PublishOptions& options);
+
 // The --timeout flag: a positive duration.
 absl::StatusOr<std::chrono::nanoseconds> ParseTimeout(const std::string& text);
 

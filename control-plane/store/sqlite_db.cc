@@ -79,6 +79,14 @@ Statement& Statement::Bind(int index, std::optional<int64_t> value) {
   return value.has_value() ? Bind(index, *value) : BindNull(index);
 }
 
+Statement& Statement::BindBlob(int index, std::string_view bytes) {
+  // A null data() would bind NULL; an empty blob must stay an empty blob.
+  static constexpr char kEmpty = 0;
+  const char* data = bytes.data() != nullptr ? bytes.data() : &kEmpty;
+  RecordBind(sqlite3_bind_blob64(statement_, index, data, bytes.size(), SQLITE_TRANSIENT), index);
+  return *this;
+}
+
 Statement& Statement::BindNull(int index) {
   RecordBind(sqlite3_bind_null(statement_, index), index);
   return *this;
@@ -123,6 +131,13 @@ std::string Statement::ColumnText(int column) const {
   const unsigned char* text = sqlite3_column_text(statement_, column);
   if (text == nullptr) return "";
   return std::string(reinterpret_cast<const char*>(text),
+                     static_cast<size_t>(sqlite3_column_bytes(statement_, column)));
+}
+
+std::string Statement::ColumnBlob(int column) const {
+  const void* bytes = sqlite3_column_blob(statement_, column);
+  if (bytes == nullptr) return "";
+  return std::string(static_cast<const char*>(bytes),
                      static_cast<size_t>(sqlite3_column_bytes(statement_, column)));
 }
 

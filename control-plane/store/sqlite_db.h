@@ -37,6 +37,8 @@ class Statement {
   Statement& Bind(int index, int64_t value);
   Statement& Bind(int index, std::optional<int64_t> value);
   Statement& BindNull(int index);
+  // Binary data, stored as a BLOB (Bind(string_view) stores TEXT).
+  Statement& BindBlob(int index, std::string_view bytes);
 
   // Advances to the next row: true when a row is available, false when the statement is done.
   // A bind that failed earlier is reported here.
@@ -49,6 +51,8 @@ class Statement {
   int64_t ColumnInt64(int column) const;
   std::optional<int64_t> ColumnOptionalInt64(int column) const;
   std::string ColumnText(int column) const;
+  // TEXT or BLOB column as raw bytes.
+  std::string ColumnBlob(int column) const;
 
  private:
   friend class SqliteDb;

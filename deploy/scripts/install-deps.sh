@@ -6,7 +6,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libssl-dev openssl libgpiod-dev nlohmann-json3-dev libboost-dev libfmt-dev libspdlog-dev
-  libcli11-dev libabsl-dev libre2-dev libsqlite3-dev catch2
+  libcli11-dev libabsl-dev libre2-dev libsqlite3-dev catch2 beanstalkd
   python3 python3-grpcio python3-protobuf
 )
 

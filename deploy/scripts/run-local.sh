@@ -2,8 +2,10 @@
 # Sets up and runs Pi-Controller on this machine, on loopback, for development: installs the
 # Debian packages, builds, then under .local/ (or $PI_LOCAL_DIR) creates a controller (its cluster
 # CA and certificates are made by `pi-controller init`), an admin bundle for pictl, a join token,
-# and a pi-agent with a simulated GPIO chip that joins the controller with that token. Both run
-# until Ctrl-C. A second run reuses the state: the agent keeps its node identity.
+# a work queue "demo" (HTTP ingress on 127.0.0.1:8080, workers on 127.0.0.1:9943 and the HTTP Pull
+# API on 127.0.0.1:9443 with the token in .local/worker-token), and a pi-agent with a simulated
+# GPIO chip that joins the controller with that token. Both run until Ctrl-C. A second run reuses
+# the state: the agent keeps its node identity and queued messages stay queued.
 #   PI_CONTROLLER_PORT (default 9090), PI_AGENT_PORT (default 9091), BUILD_DIR (default build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,12 +24,21 @@ agent="$build_dir/node-agent/pi-agent"
 pictl="$build_dir/control-plane/pictl/pictl"
 mkdir -p "$state/agent"
 touch "$state/demo.log"
+[[ -s $state/worker-token ]] ||
+  (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$state/worker-token")
 
 cat >"$state/controller.json" <<JSON
 {
   "state_dir": "$state/controller",
   "listen": "127.0.0.1:$controller_port",
-  "http_listen": "127.0.0.1:9900"
+  "http_listen": "127.0.0.1:9900",
+  "queues": {
+    "ingress": { "listen": "127.0.0.1:8080" },
+    "pull_api": { "listen": "127.0.0.1:9443", "grpc_listen": "127.0.0.1:9943",
+                  "auth_tokens": ["file:$state/worker-token"] },
+    "routes": [{ "name": "demo", "ingress_path": "/webhooks/demo", "pull_path": "/pull/demo",
+                 "max_depth": 100000, "retention": "168h", "max_attempts": 5 }]
+  }
 }
 JSON
 "$controller" --config "$state/controller.json" init >/dev/null
@@ -84,6 +95,11 @@ Try it from another terminal:
   $pictl gpio $(hostname -s | tr 'A-Z_' 'a-z-') write GPIO17 1
   $pictl exec $(hostname -s | tr 'A-Z_' 'a-z-') -- /usr/bin/uptime
   $pictl logs $(hostname -s | tr 'A-Z_' 'a-z-') --source demo -f     # then: echo hi >> $state/demo.log
+Queue "demo": produce, then pull as a worker (token in $state/worker-token):
+  curl -si -X POST --data '{"hello":1}' http://127.0.0.1:8080/webhooks/demo
+  curl -s -X POST -H "Authorization: Bearer \$(cat $state/worker-token)" \\
+       --data '{"batch":10}' http://127.0.0.1:9443/pull/demo/dequeue
+  $pictl queue stats
 Ctrl-C stops both.
 
 MSG

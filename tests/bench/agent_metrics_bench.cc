@@ -7,10 +7,10 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -19,7 +19,7 @@
 #include "common/system/child_process.h"
 #include "common/tls/credentials.h"
 #include "picontroller/v1/agent.grpc.pb.h"
-#include "tests/bench/proc_stats.h"
+#include "tests/bench/bench_support.h"
 #include "tests/common/test_dir.h"
 
 namespace {
@@ -58,13 +58,6 @@ Memory MemoryOf(pid_t pid) {
   return memory;
 }
 
-double Percentile(std::vector<double> values, double fraction) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  const size_t index = std::min(values.size() - 1, static_cast<size_t>(fraction * values.size()));
-  return values[index];
-}
-
 int Fail(const std::string& message) {
   std::fprintf(stderr, "agent_metrics_bench: %s\n", message.c_str());
   return 1;
@@ -83,6 +76,8 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", seconds, "measurement time")->capture_default_str();
   app.add_option("--clients", clients, "concurrent client threads")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  // ChildProcess never searches PATH; accept a path relative to the working directory too.
+  agent_path = std::filesystem::absolute(agent_path).string();
 
   pi::testing::TempDir dir;
   const std::string pki = (dir.path() / "pki").string();
@@ -119,8 +114,7 @@ int main(int argc, char** argv) {
       return Fail("pi-agent did not start: " + err);
     }
     (*agent)->Read(Clock::now() + std::chrono::milliseconds(20), &out, &err).IgnoreError();
-    const auto ports = nlohmann::json::parse(pi::bench::ReadWholeFile(ports_file), nullptr, false);
-    if (!ports.is_discarded()) port = ports.value("grpc", 0);
+    port = pi::bench::PortFromFile(ports_file, "grpc");
   }
 
   // Idle: let the sampler run a few rounds and startup allocations settle.
@@ -188,8 +182,8 @@ int main(int argc, char** argv) {
       {"calls", all.size()},
       {"seconds", elapsed},
       {"calls_per_second", calls / elapsed},
-      {"latency_us_p50", Percentile(all, 0.50)},
-      {"latency_us_p99", Percentile(all, 0.99)},
+      {"latency_us_p50", pi::bench::Percentile(all, 0.50)},
+      {"latency_us_p99", pi::bench::Percentile(all, 0.99)},
       {"agent_cpu_us_per_call", cpu_used * 1e6 / calls},
       {"agent_idle_rss_mib", idle.rss_mib},
       {"agent_idle_private_mib", idle.private_mib},

@@ -43,7 +43,7 @@
 #include "common/tls/x509.h"
 #include "picontroller/v1/admin.grpc.pb.h"
 #include "picontroller/v1/control_plane.grpc.pb.h"
-#include "tests/bench/proc_stats.h"
+#include "tests/bench/bench_support.h"
 #include "tests/common/test_dir.h"
 
 namespace {
@@ -56,25 +56,6 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kCallDeadline = std::chrono::seconds(20);
 
 double Seconds(Clock::duration duration) { return std::chrono::duration<double>(duration).count(); }
-
-double SelfCpuSeconds() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  auto seconds = [](const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; };
-  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
-}
-
-// A "Key:   value kB" (or plain count) line of /proc/<pid>/status.
-long StatusField(pid_t pid, const std::string& key) {
-  std::istringstream status(pi::bench::ReadWholeFile("/proc/" + std::to_string(pid) + "/status"));
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind(key + ":", 0) == 0) return std::atol(line.c_str() + key.size() + 1);
-  }
-  return 0;
-}
-
-double RssMib(pid_t pid) { return StatusField(pid, "VmRSS") / 1024.0; }
 
 long OpenFiles(pid_t pid) {
   std::error_code error;
@@ -108,88 +89,6 @@ int EstablishedTo(int port) {
   }
   return count;
 }
-
-double Percentile(std::vector<float>& values, double fraction) {
-  if (values.empty()) return 0;
-  const size_t index = std::min(values.size() - 1, static_cast<size_t>(fraction * values.size()));
-  std::nth_element(values.begin(), values.begin() + static_cast<long>(index), values.end());
-  return values[index];
-}
-
-template <typename T>
-T FromEnv(const char* name, T fallback) {
-  const char* text = std::getenv(name);
-  if (text == nullptr || *text == '\0') return fallback;
-  std::istringstream in(text);
-  T value{};
-  return (in >> value) ? value : fallback;
-}
-
-// The controller process. Its output is drained on a thread of its own so that a chatty log can
-// never block it on a full pipe; the tail is kept for error messages.
-class Controller {
- public:
-  static absl::StatusOr<std::unique_ptr<Controller>> Start(const std::vector<std::string>& argv) {
-    auto child = pi::common::ChildProcess::Spawn({argv, "", {}, ""});
-    if (!child.ok()) return child.status();
-    return std::unique_ptr<Controller>(new Controller(*std::move(child)));
-  }
-
-  ~Controller() { Stop(std::chrono::milliseconds(0)); }
-
-  pid_t pid() const { return child_->pid(); }
-  bool exited() const { return exited_; }
-
-  std::string output() {
-    std::lock_guard lock(mu_);
-    return output_;
-  }
-
-  // SIGTERM, `grace` to exit, then SIGKILL. Returns how it ended; nothing when it could not be
-  // reaped or was already stopped.
-  std::optional<pi::common::ExitStatus> Stop(std::chrono::milliseconds grace) {
-    if (stopped_) return std::nullopt;
-    stopped_ = true;
-    child_->KillGroup(grace);
-    stop_drain_ = true;
-    child_->Wake();
-    drain_.join();
-    auto status = child_->Wait();
-    if (!status.ok()) return std::nullopt;
-    return *status;
-  }
-
- private:
-  explicit Controller(std::unique_ptr<pi::common::ChildProcess> child)
-      : child_(std::move(child)), drain_([this] { Drain(); }) {}
-
-  void Drain() {
-    while (!stop_drain_) {
-      std::string out;
-      std::string err;
-      auto event = child_->Read(Clock::now() + std::chrono::seconds(1), &out, &err);
-      {
-        std::lock_guard lock(mu_);
-        output_ += out + err;
-        if (output_.size() > kKeep) output_.erase(0, output_.size() - kKeep);
-      }
-      if (!event.ok() || *event == pi::common::ChildProcess::Event::kExited) {
-        exited_ = true;
-        // Nothing more will come; wait for Stop() without spinning.
-        while (!stop_drain_) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
-    }
-  }
-
-  static constexpr size_t kKeep = 16 * 1024;
-  std::unique_ptr<pi::common::ChildProcess> child_;
-  std::mutex mu_;
-  std::string output_;
-  std::atomic<bool> stop_drain_{false};
-  std::atomic<bool> exited_{false};
-  bool stopped_ = false;
-  std::thread drain_;
-};
 
 // Runs a short pi-controller subcommand to completion.
 absl::Status RunToCompletion(const std::vector<std::string>& argv) {
@@ -374,8 +273,8 @@ nlohmann::json PhaseJson(Phase& phase, double window_seconds, double controller_
       {"seconds", window_seconds},
       {"sent", phase.sent()},
       {"heartbeats_per_second", phase.completed_in_window() / window_seconds},
-      {"latency_ms_p50", Percentile(latencies, 0.50) / 1000},
-      {"latency_ms_p99", Percentile(latencies, 0.99) / 1000},
+      {"latency_ms_p50", pi::bench::Percentile(latencies, 0.50) / 1000},
+      {"latency_ms_p99", pi::bench::Percentile(latencies, 0.99) / 1000},
       {"latency_ms_max",
        latencies.empty() ? 0.0 : *std::max_element(latencies.begin(), latencies.end()) / 1000},
       {"errors", phase.error_count()},
@@ -385,21 +284,21 @@ nlohmann::json PhaseJson(Phase& phase, double window_seconds, double controller_
        phase.completed_in_window() > 0 ? 1e6 * controller_cpu_seconds / phase.completed_in_window()
                                        : 0.0},
       {"controller_rss_mib", controller_rss_mib},
-      {"controller_threads", StatusField(controller, "Threads")},
+      {"controller_threads", pi::bench::StatusField(controller, "Threads")},
       {"bench_client_cpu_percent", 100 * client_cpu_seconds / window_seconds},
   };
 }
 
 struct Options {
   std::string controller_path;
-  int nodes = FromEnv("PI_BENCH_NODES", 1000);
-  double paced_seconds = FromEnv("PI_BENCH_PACED_SECONDS", 10.0);
-  double saturated_seconds = FromEnv("PI_BENCH_SATURATED_SECONDS", 10.0);
-  int join_concurrency = FromEnv("PI_BENCH_JOIN_CONCURRENCY", 16);
+  int nodes = pi::bench::FromEnv("PI_BENCH_NODES", 1000);
+  double paced_seconds = pi::bench::FromEnv("PI_BENCH_PACED_SECONDS", 10.0);
+  double saturated_seconds = pi::bench::FromEnv("PI_BENCH_SATURATED_SECONDS", 10.0);
+  int join_concurrency = pi::bench::FromEnv("PI_BENCH_JOIN_CONCURRENCY", 16);
   // How often each node heartbeats in the paced phase.
-  double paced_interval_seconds = FromEnv("PI_BENCH_PACED_INTERVAL_SECONDS", 1.0);
+  double paced_interval_seconds = pi::bench::FromEnv("PI_BENCH_PACED_INTERVAL_SECONDS", 1.0);
   // The controller's cluster.heartbeat_interval (what it tells agents); whole seconds, at least 1.
-  int controller_heartbeat_seconds = FromEnv("PI_BENCH_CONTROLLER_HEARTBEAT_SECONDS", 1);
+  int controller_heartbeat_seconds = pi::bench::FromEnv("PI_BENCH_CONTROLLER_HEARTBEAT_SECONDS", 1);
 };
 
 // Every call has a deadline, so this returns once gRPC works at all; the phase must outlive its
@@ -453,10 +352,10 @@ absl::StatusOr<nlohmann::json> Run(const Options& options) {
       !status.ok()) {
     return status;
   }
-  absl::StatusOr<std::unique_ptr<Controller>> started =
-      Controller::Start({options.controller_path, "--config", config, "--ports-file", ports_file});
+  absl::StatusOr<std::unique_ptr<pi::bench::Daemon>> started = pi::bench::Daemon::Start(
+      {options.controller_path, "--config", config, "--ports-file", ports_file});
   if (!started.ok()) return started.status();
-  std::unique_ptr<Controller> controller = *std::move(started);
+  std::unique_ptr<pi::bench::Daemon> controller = *std::move(started);
   const pid_t pid = controller->pid();
   int port = 0;
   for (auto deadline = Clock::now() + std::chrono::seconds(30); port == 0;) {
@@ -464,12 +363,11 @@ absl::StatusOr<nlohmann::json> Run(const Options& options) {
       return absl::FailedPreconditionError("pi-controller did not start: " + controller->output());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    const auto ports = nlohmann::json::parse(pi::bench::ReadWholeFile(ports_file), nullptr, false);
-    if (!ports.is_discarded()) port = ports.value("grpc", 0);
+    port = pi::bench::PortFromFile(ports_file, "grpc");
   }
   const std::string target = "127.0.0.1:" + std::to_string(port);
   std::this_thread::sleep_for(std::chrono::seconds(1));
-  const double idle_rss = RssMib(pid);
+  const double idle_rss = pi::bench::StatusMib(pid, "VmRSS");
   // What the controller costs with no node at all, for comparison with the phases.
   const double idle_cpu_before = pi::bench::ProcessCpuSeconds(pid);
   const auto idle_started = Clock::now();
@@ -574,7 +472,7 @@ absl::StatusOr<nlohmann::json> Run(const Options& options) {
   if (heartbeat_interval <= std::chrono::seconds(0)) {
     return absl::FailedPreconditionError("RegisterNode returned no heartbeat_interval");
   }
-  const double joined_rss = RssMib(pid);
+  const double joined_rss = pi::bench::StatusMib(pid, "VmRSS");
 
   // First heartbeat of every node at once: each opens its mTLS connection.
   const auto connect_started = Clock::now();
@@ -610,7 +508,7 @@ absl::StatusOr<nlohmann::json> Run(const Options& options) {
     const auto end = start + std::chrono::duration_cast<Clock::duration>(
                                  std::chrono::duration<double>(options.paced_seconds));
     const double cpu_before = pi::bench::ProcessCpuSeconds(pid);
-    const double client_before = SelfCpuSeconds();
+    const double client_before = pi::bench::SelfCpuSeconds();
     paced.BeginWindow();
     while (Clock::now() < end) {
       const auto now = Clock::now();
@@ -629,9 +527,9 @@ absl::StatusOr<nlohmann::json> Run(const Options& options) {
     paced.EndWindow();
     paced_window = Seconds(Clock::now() - start);
     paced_cpu = pi::bench::ProcessCpuSeconds(pid) - cpu_before;
-    paced_client_cpu = SelfCpuSeconds() - client_before;
+    paced_client_cpu = pi::bench::SelfCpuSeconds() - client_before;
   }
-  const double paced_rss = RssMib(pid);
+  const double paced_rss = pi::bench::StatusMib(pid, "VmRSS");
   Drain(paced, "paced");
   nlohmann::json paced_json =
       PhaseJson(paced, paced_window, paced_cpu, paced_client_cpu, paced_rss, pid);
@@ -646,7 +544,7 @@ absl::StatusOr<nlohmann::json> Run(const Options& options) {
   double saturated_client_cpu = 0;
   {
     const double cpu_before = pi::bench::ProcessCpuSeconds(pid);
-    const double client_before = SelfCpuSeconds();
+    const double client_before = pi::bench::SelfCpuSeconds();
     const auto start = Clock::now();
     saturated.BeginWindow();
     for (auto& node : nodes) {
@@ -659,9 +557,9 @@ absl::StatusOr<nlohmann::json> Run(const Options& options) {
     saturated.EndWindow();
     saturated_window = Seconds(Clock::now() - start);
     saturated_cpu = pi::bench::ProcessCpuSeconds(pid) - cpu_before;
-    saturated_client_cpu = SelfCpuSeconds() - client_before;
+    saturated_client_cpu = pi::bench::SelfCpuSeconds() - client_before;
   }
-  const double saturated_rss = RssMib(pid);
+  const double saturated_rss = pi::bench::StatusMib(pid, "VmRSS");
   const long open_files = OpenFiles(pid);
   Drain(saturated, "saturated");
   nlohmann::json saturated_json = PhaseJson(saturated, saturated_window, saturated_cpu,
@@ -684,7 +582,7 @@ absl::StatusOr<nlohmann::json> Run(const Options& options) {
     ++states[pb::NodeState_Name(node.state())];
     if (node.state() == pb::NODE_STATE_READY) ++ready;
   }
-  const double peak_rss = StatusField(pid, "VmHWM") / 1024.0;
+  const double peak_rss = pi::bench::StatusMib(pid, "VmHWM");
 
   // Close every node's connection, then stop the controller the way systemd does.
   nodes.clear();

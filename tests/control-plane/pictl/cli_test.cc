@@ -6,6 +6,7 @@
 #include <fmt/ranges.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <mutex>
@@ -196,8 +197,116 @@ class FakeAdmin : public pb::Admin::CallbackService {
     return new StreamWriter<pb::ClusterChange>(changes, /*follow=*/true);
   }
 
+  // ---- queues: a fake dead letter queue the requeue and delete calls empty.
+  pb::GetQueueStatsResponse queue_stats;
+  grpc::Status queue_status = grpc::Status::OK;
+
+  void AddDeadLetters(int count) {
+    std::lock_guard lock(mu_);
+    for (int i = 0; i < count; ++i) dead_ids_.push_back(fmt::format("m{}", dead_ids_.size()));
+  }
+  std::vector<std::string> dead_ids() const {
+    std::lock_guard lock(mu_);
+    return dead_ids_;
+  }
+  std::vector<pb::DeadLetterIds> requeue_requests() const {
+    std::lock_guard lock(mu_);
+    return requeue_requests_;
+  }
+  pb::PublishRequest last_publish_request() const {
+    std::lock_guard lock(mu_);
+    return last_publish_request_;
+  }
+  pb::GetQueueStatsRequest last_stats_request() const {
+    std::lock_guard lock(mu_);
+    return last_stats_request_;
+  }
+  pb::ListDeadLettersRequest last_dead_list_request() const {
+    std::lock_guard lock(mu_);
+    return last_dead_list_request_;
+  }
+
+  grpc::ServerUnaryReactor* GetQueueStats(grpc::CallbackServerContext* context,
+                                          const pb::GetQueueStatsRequest* request,
+                                          pb::GetQueueStatsResponse* response) override {
+    {
+      std::lock_guard lock(mu_);
+      last_stats_request_ = *request;
+    }
+    *response = queue_stats;
+    return Answer(context);
+  }
+
+  grpc::ServerUnaryReactor* ListDeadLetters(grpc::CallbackServerContext* context,
+                                            const pb::ListDeadLettersRequest* request,
+                                            pb::ListDeadLettersResponse* response) override {
+    std::lock_guard lock(mu_);
+    last_dead_list_request_ = *request;
+    for (const std::string& id : dead_ids_) {
+      if (response->items_size() >= request->limit()) break;
+      pb::DeadLetter* item = response->add_items();
+      item->set_id(id);
+      item->set_attempt(5);
+      item->set_reason("max_attempts");
+    }
+    return Answer(context);
+  }
+
+  grpc::ServerUnaryReactor* RequeueDeadLetters(grpc::CallbackServerContext* context,
+                                               const pb::DeadLetterIds* request,
+                                               pb::DeadLetterCount* response) override {
+    {
+      std::lock_guard lock(mu_);
+      requeue_requests_.push_back(*request);
+    }
+    response->set_count(Remove(*request));
+    return Answer(context);
+  }
+
+  grpc::ServerUnaryReactor* DeleteDeadLetters(grpc::CallbackServerContext* context,
+                                              const pb::DeadLetterIds* request,
+                                              pb::DeadLetterCount* response) override {
+    response->set_count(Remove(*request));
+    return Answer(context);
+  }
+
+  grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* context,
+                                    const pb::PublishRequest* request,
+                                    pb::PublishResponse* response) override {
+    {
+      std::lock_guard lock(mu_);
+      last_publish_request_ = *request;
+    }
+    response->set_id("01JPUBLISHED");
+    return Answer(context);
+  }
+
  private:
+  grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context) {
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(queue_status);
+    return reactor;
+  }
+
+  int64_t Remove(const pb::DeadLetterIds& request) {
+    std::lock_guard lock(mu_);
+    if (!queue_status.ok()) return 0;
+    int64_t removed = 0;
+    for (const std::string& id : request.ids()) {
+      auto found = std::find(dead_ids_.begin(), dead_ids_.end(), id);
+      if (found == dead_ids_.end()) continue;
+      dead_ids_.erase(found);
+      ++removed;
+    }
+    return removed;
+  }
+
   mutable std::mutex mu_;
+  std::vector<std::string> dead_ids_;
+  std::vector<pb::DeadLetterIds> requeue_requests_;
+  pb::PublishRequest last_publish_request_;
+  pb::GetQueueStatsRequest last_stats_request_;
+  pb::ListDeadLettersRequest last_dead_list_request_;
   pb::ListNodesRequest last_list_request_;
   pb::WatchClusterRequest last_watch_request_;
   pb::NodeCommandRequest last_command_request_;
@@ -576,6 +685,166 @@ TEST_CASE("usage errors exit with code 2 before connecting") {
     CHECK(result.code == 2);
     CHECK_FALSE(result.err.empty());
   }
+}
+
+// ---- queues
+
+TEST_CASE("queue stats prints a table of every route by default") {
+  Fixture fixture;
+  pb::QueueStats* route = fixture.admin.queue_stats.add_routes();
+  route->set_route("github");
+  route->set_queued(3);
+  *route->mutable_oldest_queued_age() = common::ToProtoDuration(std::chrono::seconds(42));
+  const Result result = fixture.Run({"queue", "stats"});
+  INFO(result.err);
+  REQUIRE(result.code == 0);
+  CHECK(fixture.admin.last_stats_request().route().empty());
+  CHECK_THAT(result.out, Catch::StartsWith("ROUTE   QUEUED  DELAYED"));
+  CHECK_THAT(result.out, Catch::Contains("github  3       0        0       0     42s"));
+}
+
+TEST_CASE("queue stats ROUTE --json asks for that route and prints JSON") {
+  Fixture fixture;
+  fixture.admin.queue_stats.add_routes()->set_route("github");
+  const Result result = fixture.Run({"queue", "stats", "github", "--json"});
+  INFO(result.err);
+  REQUIRE(result.code == 0);
+  CHECK(fixture.admin.last_stats_request().route() == "github");
+  const auto json = nlohmann::json::parse(result.out);
+  CHECK(json["routes"][0]["route"] == "github");
+  // Zero counts are printed, not left out.
+  CHECK(json["routes"][0]["queued"] == "0");
+  CHECK(json["routes"][0]["acked"] == "0");
+  CHECK_FALSE(json["routes"][0].contains("oldest_queued_age"));
+}
+
+TEST_CASE("queue dead list sends the limit and prints the dead letters") {
+  Fixture fixture;
+  fixture.admin.AddDeadLetters(3);
+  const Result result = fixture.Run({"queue", "dead", "list", "github", "--limit", "2"});
+  INFO(result.err);
+  REQUIRE(result.code == 0);
+  const auto request = fixture.admin.last_dead_list_request();
+  CHECK(request.route() == "github");
+  CHECK(request.limit() == 2);
+  CHECK_THAT(result.out, Catch::StartsWith("ID  RECEIVED  DIED   ATTEMPTS  REASON"));
+  CHECK_THAT(result.out, Catch::Contains("m1  never     never  5         max_attempts"));
+  CHECK_THAT(result.out, !Catch::Contains("m2"));
+}
+
+TEST_CASE("queue dead list asks for 100 by default") {
+  Fixture fixture;
+  const Result result = fixture.Run({"queue", "dead", "list", "github"});
+  INFO(result.err);
+  REQUIRE(result.code == 0);
+  CHECK(fixture.admin.last_dead_list_request().limit() == 100);
+  CHECK(result.out == "No dead letters.\n");
+}
+
+TEST_CASE("queue dead requeue sends the ids and says how many were requeued") {
+  Fixture fixture;
+  fixture.admin.AddDeadLetters(2);
+  const Result result = fixture.Run({"queue", "dead", "requeue", "github", "m0", "m9"});
+  INFO(result.err);
+  REQUIRE(result.code == 0);
+  CHECK(result.out ==
+        "requeued 1 of 2 dead letters of queue github (1 was not a dead letter of it)\n");
+  CHECK(fixture.admin.dead_ids() == std::vector<std::string>{"m1"});
+}
+
+TEST_CASE("queue dead requeue --all requeues every dead letter a page at a time") {
+  Fixture fixture;
+  fixture.admin.AddDeadLetters(1500);
+  const Result result = fixture.Run({"queue", "dead", "requeue", "github", "--all"});
+  INFO(result.err);
+  REQUIRE(result.code == 0);
+  CHECK(result.out == "requeued 1500 of 1500 dead letters of queue github\n");
+  CHECK(fixture.admin.dead_ids().empty());
+  const auto requests = fixture.admin.requeue_requests();
+  REQUIRE(requests.size() == 2);
+  CHECK(requests[0].ids_size() == 1000);
+  CHECK(requests[1].ids_size() == 500);
+}
+
+TEST_CASE("queue dead requeue --all on an empty dead letter queue requeues nothing") {
+  Fixture fixture;
+  const Result result = fixture.Run({"queue", "dead", "requeue", "github", "--all", "--json"});
+  INFO(result.err);
+  REQUIRE(result.code == 0);
+  CHECK(fixture.admin.requeue_requests().empty());
+  // A zero count is printed rather than left out as proto3 JSON would.
+  CHECK(nlohmann::json::parse(result.out)["count"] == "0");
+}
+
+TEST_CASE("queue dead delete reports the controller's NOT_FOUND as is, exit code 1") {
+  Fixture fixture;
+  fixture.admin.queue_status = grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                            "no queue route \"nope\"; configured routes: github");
+  const Result result = fixture.Run({"queue", "dead", "delete", "nope", "m0"});
+  CHECK(result.code == 1);
+  CHECK(result.out.empty());
+  CHECK(result.err == "pictl: no queue route \"nope\"; configured routes: github\n");
+}
+
+TEST_CASE("queue publish sends the data and headers and prints the id") {
+  Fixture fixture;
+  const Result result = fixture.Run({"queue", "publish", "github", "--data", "{\"a\":1}",
+                                     "--header", "Content-Type=application/json", "-H", "X-B=2"});
+  INFO(result.err);
+  REQUIRE(result.code == 0);
+  CHECK(result.out == "published message 01JPUBLISHED to queue github\n");
+  const auto request = fixture.admin.last_publish_request();
+  CHECK(request.route() == "github");
+  CHECK(request.payload() == "{\"a\":1}");
+  CHECK(request.headers().at("Content-Type") == "application/json");
+  CHECK(request.headers().at("X-B") == "2");
+}
+
+TEST_CASE("queue publish --file sends the file's bytes") {
+  Fixture fixture;
+  const std::string path = fixture.pki.dir().Write("payload.bin", std::string("a\0b", 3));
+  const Result result = fixture.Run({"queue", "publish", "github", "--file", path, "--json"});
+  INFO(result.err);
+  REQUIRE(result.code == 0);
+  CHECK(nlohmann::json::parse(result.out)["id"] == "01JPUBLISHED");
+  CHECK(fixture.admin.last_publish_request().payload() == std::string("a\0b", 3));
+}
+
+TEST_CASE("queue publish to a full queue says to try later, exit code 1") {
+  Fixture fixture;
+  fixture.admin.queue_status =
+      grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue github holds 10000 messages");
+  const Result result = fixture.Run({"queue", "publish", "github", "--data", "x"});
+  CHECK(result.code == 1);
+  CHECK(result.err ==
+        "pictl: the controller is at a limit: queue github holds 10000 messages; try again "
+        "later\n");
+}
+
+TEST_CASE("queue usage errors exit with code 2 before calling the controller") {
+  Fixture fixture;
+  fixture.admin.AddDeadLetters(1);
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"queue"},
+        {"queue", "dead"},
+        {"queue", "dead", "list"},
+        {"queue", "dead", "list", "github", "--limit", "0"},
+        {"queue", "dead", "list", "github", "--limit", "1001"},
+        {"queue", "dead", "requeue", "github"},
+        {"queue", "dead", "requeue", "github", "m0", "--all"},
+        {"queue", "dead", "delete", "github"},
+        {"queue", "publish", "github"},
+        {"queue", "publish", "github", "--data", "x", "--file", "/tmp/x"},
+        {"queue", "publish", "github", "--data", "x", "--header", "novalue"},
+        {"queue", "publish", "github", "--file", "/nonexistent/payload"}}) {
+    const Result result = fixture.Run(args);
+    INFO(fmt::format("{}", fmt::join(args, " ")));
+    CHECK(result.code == 2);
+    CHECK_FALSE(result.err.empty());
+  }
+  CHECK(fixture.admin.requeue_requests().empty());
+  CHECK(fixture.admin.dead_ids().size() == 1);
+  CHECK(fixture.admin.last_publish_request().route().empty());
 }
 
 TEST_CASE("help and version exit with code 0") {

@@ -270,4 +270,94 @@ TEST_CASE("JSON output uses the proto field names on one line") {
   CHECK(json["agent_address"] == "a:1");
 }
 
+// ---- queues
+
+TEST_CASE("the queue stats table shows depths, the oldest age and counters per route") {
+  pb::GetQueueStatsResponse response;
+  pb::QueueStats* github = response.add_routes();
+  github->set_route("github");
+  github->set_queued(12);
+  github->set_delayed(2);
+  github->set_leased(3);
+  github->set_dead(1);
+  *github->mutable_oldest_queued_age() = common::ToProtoDuration(std::chrono::seconds(312));
+  github->set_enqueued(100);
+  github->set_dequeued(90);
+  github->set_acked(80);
+  github->set_nacked(5);
+  github->set_conflicts(1);
+  github->set_lease_expiries(4);
+  github->set_dead_lettered(1);
+  pb::QueueStats* jobs = response.add_routes();
+  jobs->set_route("jobs");
+  CHECK(FormatQueueStatsTable(response) ==
+        "ROUTE   QUEUED  DELAYED  LEASED  DEAD  OLDEST  ENQUEUED  DEQUEUED  ACKED  NACKED  "
+        "CONFLICTS  EXPIRED  DEAD-LETTERED\n"
+        "github  12      2        3       1     5m12s   100       90        80     5       "
+        "1          4        1\n"
+        "jobs    0       0        0       0     -       0         0         0      0       "
+        "0          0        0\n");
+}
+
+TEST_CASE("no queue routes says so") { CHECK(FormatQueueStatsTable({}) == "No queue routes.\n"); }
+
+TEST_CASE("the dead letter table shows ages, attempts, reason, size and headers") {
+  pb::ListDeadLettersResponse response;
+  pb::DeadLetter* item = response.add_items();
+  item->set_id("m1");
+  *item->mutable_received_at() = Ago(2h);
+  *item->mutable_dead_at() = Ago(90s);
+  item->set_attempt(5);
+  item->set_reason("max_attempts");
+  item->set_payload(std::string(2048, 'x'));
+  (*item->mutable_headers())["X-B"] = "2";
+  (*item->mutable_headers())["X-A"] = "1";
+  pb::DeadLetter* bare = response.add_items();
+  bare->set_id("m2");
+  *bare->mutable_received_at() = Ago(1h);
+  *bare->mutable_dead_at() = Ago(1h);
+  bare->set_attempt(1);
+  CHECK(FormatDeadLetterTable(response, kNow) ==
+        "ID  RECEIVED  DIED       ATTEMPTS  REASON        SIZE     HEADERS\n"
+        "m1  2h ago    1m30s ago  5         max_attempts  2.0 KiB  X-A=1,X-B=2\n"
+        "m2  1h ago    1h ago     1         -             0 B      -\n");
+}
+
+TEST_CASE("no dead letters says so") {
+  CHECK(FormatDeadLetterTable({}, kNow) == "No dead letters.\n");
+}
+
+TEST_CASE("a requeue or delete count says how many ids were not dead letters") {
+  CHECK(FormatDeadLetterCount("requeued", 3, 3, "github") ==
+        "requeued 3 of 3 dead letters of queue github\n");
+  CHECK(FormatDeadLetterCount("deleted", 1, 1, "github") ==
+        "deleted 1 of 1 dead letter of queue github\n");
+  CHECK(FormatDeadLetterCount("requeued", 2, 3, "github") ==
+        "requeued 2 of 3 dead letters of queue github (1 was not a dead letter of it)\n");
+  CHECK(FormatDeadLetterCount("deleted", 0, 2, "jobs") ==
+        "deleted 0 of 2 dead letters of queue jobs (2 were not dead letters of it)\n");
+}
+
+TEST_CASE("a published message is named with its route") {
+  pb::PublishResponse response;
+  response.set_id("01JABC");
+  CHECK(FormatPublished(response, "github") == "published message 01JABC to queue github\n");
+}
+
+TEST_CASE("JSON with defaults prints zero counts; without, proto3 leaves them out") {
+  pb::QueueStats stats;
+  stats.set_route("github");
+  CHECK_FALSE(nlohmann::json::parse(ToJsonLine(stats)).contains("queued"));
+  const auto json = nlohmann::json::parse(ToJsonLine(stats, /*include_defaults=*/true));
+  CHECK(json["queued"] == "0");
+  CHECK(json["route"] == "github");
+}
+
+TEST_CASE("dead letters as JSON carry the payload as base64") {
+  pb::ListDeadLettersResponse response;
+  response.add_items()->set_payload("hi");
+  const auto json = nlohmann::json::parse(ToJsonLine(response));
+  CHECK(json["items"][0]["payload"] == "aGk=");
+}
+
 }  // namespace pi::controlplane::pictl

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/grpc/proto_time.h"
+#include "tests/common/test_dir.h"
 
 namespace pi::controlplane::pictl {
 namespace {
@@ -381,5 +382,116 @@ TEST_CASE("--timeout takes a positive duration") { CHECK(*ParseTimeout("1m30s") 
 TEST_CASE("a --timeout that does not parse is refused") { CHECK(!ParseTimeout("ten").ok()); }
 
 TEST_CASE("a zero --timeout is refused") { CHECK(!ParseTimeout("0s").ok()); }
+
+// ---- queues
+
+TEST_CASE("queue stats asks for one route, or every route when none is given") {
+  CHECK(BuildQueueStatsRequest("github").route() == "github");
+  CHECK(BuildQueueStatsRequest("").route().empty());
+}
+
+TEST_CASE("a dead letter listing carries the route and a limit of 1..1000") {
+  auto request = BuildListDeadLettersRequest("github", 1000);
+  REQUIRE(request.ok());
+  CHECK(request->route() == "github");
+  CHECK(request->limit() == 1000);
+  CHECK(BuildListDeadLettersRequest("github", 1)->limit() == 1);
+  CHECK_THAT(MessageOf(BuildListDeadLettersRequest("github", 0).status()),
+             Catch::Contains("--limit 0"));
+  CHECK_THAT(MessageOf(BuildListDeadLettersRequest("github", 1001).status()),
+             Catch::Contains("1..1000"));
+  CHECK_THAT(MessageOf(BuildListDeadLettersRequest("github", -5).status()),
+             Catch::Contains("--limit -5"));
+  CHECK_THAT(MessageOf(BuildListDeadLettersRequest("", 10).status()), Catch::Contains("ROUTE"));
+}
+
+TEST_CASE("dead letter ids keep their order and drop repeats") {
+  auto request = BuildDeadLetterIds("github", {"b", "a", "b"});
+  REQUIRE(request.ok());
+  CHECK(request->route() == "github");
+  REQUIRE(request->ids_size() == 2);
+  CHECK(request->ids(0) == "b");
+  CHECK(request->ids(1) == "a");
+}
+
+TEST_CASE("dead letter ids must be 1..1000 non-empty ids of a named route") {
+  CHECK_THAT(MessageOf(BuildDeadLetterIds("github", {}).status()), Catch::Contains("--all"));
+  CHECK_THAT(MessageOf(BuildDeadLetterIds("github", {"a", ""}).status()), Catch::Contains("empty"));
+  CHECK_THAT(MessageOf(BuildDeadLetterIds("", {"a"}).status()), Catch::Contains("ROUTE"));
+  std::vector<std::string> many;
+  for (int i = 0; i < 1001; ++i) many.push_back(std::to_string(i));
+  CHECK_THAT(MessageOf(BuildDeadLetterIds("github", many).status()),
+             Catch::Contains("at most 1000"));
+  many.pop_back();
+  CHECK(BuildDeadLetterIds("github", many).ok());
+  // Repeats do not count against the cap.
+  many.push_back("0");
+  CHECK(BuildDeadLetterIds("github", many).ok());
+}
+
+TEST_CASE("publish takes the payload from --data and headers as NAME=VALUE") {
+  PublishOptions options;
+  options.data = "{\"ok\":true}";
+  options.headers = {"Content-Type=application/json", "X-Empty=", "X-Eq=a=b"};
+  auto request = BuildPublishRequest("github", options);
+  REQUIRE(request.ok());
+  CHECK(request->route() == "github");
+  CHECK(request->payload() == "{\"ok\":true}");
+  REQUIRE(request->headers_size() == 3);
+  CHECK(request->headers().at("Content-Type") == "application/json");
+  CHECK(request->headers().at("X-Empty").empty());
+  CHECK(request->headers().at("X-Eq") == "a=b");
+}
+
+TEST_CASE("publish --data '' sends an empty payload") {
+  PublishOptions options;
+  options.data = "";
+  auto request = BuildPublishRequest("github", options);
+  REQUIRE(request.ok());
+  CHECK(request->payload().empty());
+}
+
+TEST_CASE("publish --file reads the payload byte for byte") {
+  pi::testing::TempDir dir;
+  const std::string bytes("line\n\0\xff", 7);
+  PublishOptions options;
+  options.file = dir.Write("payload.bin", bytes);
+  auto request = BuildPublishRequest("github", options);
+  REQUIRE(request.ok());
+  CHECK(request->payload() == bytes);
+}
+
+TEST_CASE("publish with a missing file names the file") {
+  PublishOptions options;
+  options.file = "/nonexistent/payload.json";
+  CHECK_THAT(MessageOf(BuildPublishRequest("github", options).status()),
+             Catch::Contains("/nonexistent/payload.json"));
+}
+
+TEST_CASE("publish needs exactly one of --data and --file") {
+  PublishOptions neither;
+  CHECK_THAT(MessageOf(BuildPublishRequest("github", neither).status()),
+             Catch::Contains("exactly one of --data or --file"));
+  PublishOptions both;
+  both.data = "x";
+  both.file = "/tmp/x";
+  CHECK_THAT(MessageOf(BuildPublishRequest("github", both).status()),
+             Catch::Contains("exactly one"));
+}
+
+TEST_CASE("publish refuses malformed and repeated headers") {
+  for (const char* bad : {"novalue", "=value", " X=1", "X =1"}) {
+    PublishOptions options;
+    options.data = "x";
+    options.headers = {bad};
+    INFO(bad);
+    CHECK_THAT(MessageOf(BuildPublishRequest("github", options).status()),
+               Catch::Contains("--header"));
+  }
+  PublishOptions twice;
+  twice.data = "x";
+  twice.headers = {"A=1", "A=2"};
+  CHECK_THAT(MessageOf(BuildPublishRequest("github", twice).status()), Catch::Contains("twice"));
+}
 
 }  // namespace pi::controlplane::pictl

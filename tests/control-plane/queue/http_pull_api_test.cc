@@ -20,6 +20,7 @@
 #include "control-plane/queue/sqlite_queue_store.h"
 #include "tests/common/test_dir.h"
 #include "tests/common/test_pki.h"
+#include "tests/control-plane/queue/http_test_client.h"
 
 namespace pi::controlplane::queue::http_test {
 
@@ -27,11 +28,6 @@ namespace beast = boost::beast;
 namespace http = boost::beast::http;
 using tcp = boost::asio::ip::tcp;
 using nlohmann::json;
-
-// Defined in http_ingress_test.cc.
-http::response<http::string_body> HttpCall(uint16_t port, http::request<http::string_body> request);
-absl::StatusOr<std::unique_ptr<QueueEngine>> OpenTestEngine(
-    const std::string& dir, const QueuesConfig& config, std::unique_ptr<SqliteQueueStore>& store);
 
 namespace {
 

@@ -192,6 +192,12 @@ void WriteQueueMetrics(queue::QueueEngine& engine, common::PrometheusTextWriter&
                     static_cast<double>(count));
     }
   }
+  writer.Family("pi_controller_queue_waiting_dequeues", "Dequeues long-polling for an item",
+                "gauge");
+  for (const RouteFigures& f : figures) {
+    writer.Sample("pi_controller_queue_waiting_dequeues", {{"route", f.route}},
+                  static_cast<double>(f.stats.waiting));
+  }
   writer.Family("pi_controller_queue_oldest_age_seconds",
                 "Age of the oldest queued item (0 when empty)", "gauge");
   for (const RouteFigures& f : figures) {

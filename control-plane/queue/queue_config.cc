@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
 
 #include <set>
 
@@ -96,17 +97,27 @@ std::optional<std::string_view> BearerToken(std::string_view header) {
   return token;
 }
 
-// Compares against every allowed token without stopping early, in time independent of where
-// the presented token first differs.
-bool TokenAllowed(std::string_view presented, const std::vector<std::string>& allowed) {
+TokenDigest DigestOf(std::string_view token) {
+  TokenDigest digest{};
+  SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), digest.data());
+  return digest;
+}
+
+// Compares digests, so neither the length nor the content of an allowed token shows in the time
+// taken, and checks every allowed token without stopping early.
+bool TokenAllowed(std::string_view presented, const std::vector<TokenDigest>& allowed) {
+  const TokenDigest digest = DigestOf(presented);
   bool match = false;
-  for (const std::string& token : allowed) {
-    if (token.size() == presented.size() &&
-        CRYPTO_memcmp(token.data(), presented.data(), token.size()) == 0) {
-      match = true;
-    }
+  for (const TokenDigest& token : allowed) {
+    if (CRYPTO_memcmp(token.data(), digest.data(), digest.size()) == 0) match = true;
   }
   return match;
+}
+
+std::vector<TokenDigest> DigestsOf(const std::vector<std::string>& tokens) {
+  std::vector<TokenDigest> digests;
+  for (const std::string& token : tokens) digests.push_back(DigestOf(token));
+  return digests;
 }
 
 }  // namespace
@@ -144,8 +155,9 @@ void ReadQueuesConfig(ConfigReader& reader, const std::vector<std::string>& othe
       if (tls.ok() && (config.tls.cert_file.empty() || config.tls.key_file.empty())) {
         tls.Fail("cert_file", "cert_file and key_file are required when tls is given");
       }
-      if (tls.ok() && config.tls.require_client_cert && config.tls.client_ca.empty()) {
-        tls.Fail("client_ca", "is required with client_auth \"require_and_verify\"");
+      if (tls.ok() && config.tls.require_client_cert != !config.tls.client_ca.empty()) {
+        // Half an mTLS setup would mean different checks on the gRPC and the HTTP listener.
+        tls.Fail("client_ca", "client_ca and client_auth \"require_and_verify\" go together");
       }
     });
   });
@@ -198,7 +210,12 @@ void ReadQueuesConfig(ConfigReader& reader, const std::vector<std::string>& othe
 }
 
 RouteTable::RouteTable(const QueuesConfig& config)
-    : routes_(config.routes), global_tokens_(config.auth_tokens) {}
+    : routes_(config.routes), global_tokens_(DigestsOf(config.auth_tokens)) {
+  for (RouteConfig& route : routes_) {
+    route_tokens_[route.name] = DigestsOf(route.auth_tokens);
+    route.auth_tokens.clear();
+  }
+}
 
 absl::StatusOr<std::string> RouteTable::AuthorizePull(
     std::string_view endpoint, std::optional<std::string_view> authorization) const {
@@ -206,14 +223,16 @@ absl::StatusOr<std::string> RouteTable::AuthorizePull(
   for (const RouteConfig& candidate : routes_) {
     if (!candidate.pull_path.empty() && candidate.pull_path == endpoint) route = &candidate;
   }
-  const std::vector<std::string>& allowed =
-      route != nullptr && !route->auth_tokens.empty() ? route->auth_tokens : global_tokens_;
+  const std::vector<TokenDigest>* allowed = &global_tokens_;
+  if (route != nullptr && !route_tokens_.at(route->name).empty()) {
+    allowed = &route_tokens_.at(route->name);
+  }
   std::optional<std::string_view> token =
       authorization ? BearerToken(*authorization) : std::nullopt;
   if (!token) {
     return absl::UnauthenticatedError("missing bearer token (authorization: Bearer <token>)");
   }
-  if (!TokenAllowed(*token, allowed)) return absl::UnauthenticatedError("invalid bearer token");
+  if (!TokenAllowed(*token, *allowed)) return absl::UnauthenticatedError("invalid bearer token");
   if (route == nullptr) {
     return absl::NotFoundError(fmt::format("no queue route with pull endpoint \"{}\"", endpoint));
   }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <map>
 #include <optional>
 #include <string>
@@ -60,7 +61,11 @@ struct QueuesConfig {
 void ReadQueuesConfig(common::ConfigReader& reader, const std::vector<std::string>& other_listeners,
                       QueuesConfig& config);
 
-// Resolves worker endpoints and bearer tokens to routes for both worker transports.
+// SHA-256 of a worker token: the route table keeps only these.
+using TokenDigest = std::array<unsigned char, 32>;
+
+// Resolves worker endpoints and bearer tokens to routes for both worker transports. Keeps only
+// digests of the tokens; routes() hold no tokens.
 class RouteTable {
  public:
   explicit RouteTable(const QueuesConfig& config);
@@ -79,7 +84,8 @@ class RouteTable {
 
  private:
   std::vector<RouteConfig> routes_;
-  std::vector<std::string> global_tokens_;
+  std::vector<TokenDigest> global_tokens_;
+  std::map<std::string, std::vector<TokenDigest>> route_tokens_;
 };
 
 }  // namespace pi::controlplane::queue

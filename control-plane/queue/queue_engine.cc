@@ -27,6 +27,37 @@ constexpr std::chrono::seconds kHousekeepingInterval{10};
 // The engine's thread never sleeps longer than this, so a clock that jumps is noticed.
 constexpr std::chrono::seconds kMaxSleep{1};
 
+// `time + by` for by >= 0, saturating instead of overflowing: a worker may ask for any delay.
+WallTime AddSaturating(WallTime time, nanoseconds by) {
+  const auto step = std::chrono::duration_cast<WallTime::duration>(by);
+  return step >= WallTime::max() - time ? WallTime::max() : time + step;
+}
+
+// Lease ids remembered for a while, each stored once, forgotten oldest first.
+template <typename Value>
+class RecentLeaseIds {
+ public:
+  void Remember(const std::string& lease_id, Value value, WallTime now) {
+    auto [it, inserted] = values_.insert_or_assign(lease_id, value);
+    if (inserted) order_.emplace_back(now, &it->first);
+  }
+  const Value* Find(const std::string& lease_id) const {
+    auto it = values_.find(lease_id);
+    return it == values_.end() ? nullptr : &it->second;
+  }
+  void ForgetUpTo(WallTime horizon) {
+    while (!order_.empty() && order_.front().first <= horizon) {
+      values_.erase(values_.find(*order_.front().second));
+      order_.pop_front();
+    }
+  }
+
+ private:
+  std::unordered_map<std::string, Value> values_;
+  // Node-based map: the key pointers stay valid until their element is erased.
+  std::deque<std::pair<WallTime, const std::string*>> order_;
+};
+
 // 128 bits from the kernel's CSPRNG as hex: a lease id is the only proof of a lease, so it must
 // not be guessable, and message ids share the format.
 absl::StatusOr<std::string> RandomId() {
@@ -49,8 +80,6 @@ absl::StatusOr<std::string> RandomId() {
   }
   return id;
 }
-
-enum class SettleOp { kAck, kNack };
 
 }  // namespace
 
@@ -99,22 +128,14 @@ struct QueueEngine::Route {
   std::set<std::pair<WallTime, std::string>> lease_expiries;  // Expiry, lease id.
   std::map<std::pair<WallTime, std::string>, Entry*> dead;    // Dead at, message id.
   std::list<Waiter> waiters;
-  // Successful ack/nack per lease id, for idempotent retries, with their time in order.
-  std::unordered_map<std::string, SettleOp> settled;
-  std::deque<std::pair<WallTime, std::string>> settled_order;
-  std::unordered_map<std::string, WallTime> expired_leases;
-  std::deque<std::pair<WallTime, std::string>> expired_order;
+  // Successful acks and nacks, for idempotent retries, and leases that expired.
+  RecentLeaseIds<SettleKind> settled;
+  RecentLeaseIds<bool> expired;
   QueueCounters counters;
 
   void Forget(WallTime now) {
-    while (!settled_order.empty() && settled_order.front().first + kIdempotentRetryWindow <= now) {
-      settled.erase(settled_order.front().second);
-      settled_order.pop_front();
-    }
-    while (!expired_order.empty() && expired_order.front().first + kExpiredLeaseMemory <= now) {
-      expired_leases.erase(expired_order.front().second);
-      expired_order.pop_front();
-    }
+    settled.ForgetUpTo(now - kIdempotentRetryWindow);
+    expired.ForgetUpTo(now - kExpiredLeaseMemory);
   }
 };
 
@@ -179,17 +200,23 @@ absl::StatusOr<std::unique_ptr<QueueEngine>> QueueEngine::Open(
 
 QueueEngine::~QueueEngine() { Shutdown(); }
 
+std::vector<DequeueDone> QueueEngine::TakeWaiters() {
+  std::vector<DequeueDone> waiting;
+  for (auto& [name, route] : routes_) {
+    for (Waiter& waiter : route->waiters) waiting.push_back(std::move(waiter.done));
+    route->waiters.clear();
+  }
+  waiting_tickets_.clear();
+  return waiting;
+}
+
 void QueueEngine::Shutdown() {
   std::vector<DequeueDone> waiting;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;
     stopping_ = true;
-    for (auto& [name, route] : routes_) {
-      for (Waiter& waiter : route->waiters) waiting.push_back(std::move(waiter.done));
-      route->waiters.clear();
-    }
-    waiting_tickets_.clear();
+    waiting = TakeWaiters();
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
@@ -266,8 +293,7 @@ void QueueEngine::ExpireLeases(Route& route, WallTime now) {
     if (lease == route.leases.end()) continue;
     Entry& entry = *lease->second;
     route.leases.erase(lease);
-    route.expired_leases[lease_id] = now;
-    route.expired_order.emplace_back(now, lease_id);
+    route.expired.Remember(lease_id, true, now);
     ++route.counters.lease_expiries;
     ReturnToQueue(route, entry, expiry, now);
   }
@@ -322,6 +348,13 @@ void QueueEngine::ServeWaiters(Route& route, WallTime now) {
       continue;
     }
     std::vector<LeasedItem> items = LeaseDue(route, waiter.batch, waiter.lease_ttl, now);
+    if (items.empty()) {
+      // Every due item was dead-lettered (max_attempts) or no lease id could be made: keep
+      // waiting rather than answer early.
+      waiting_tickets_[waiter.ticket] = &route;
+      route.waiters.push_front(std::move(waiter));
+      break;
+    }
     AfterCommit([done = std::move(waiter.done),
                  items = std::move(items)](const absl::Status& commit) mutable {
       if (!commit.ok()) return done(commit);
@@ -406,7 +439,8 @@ uint64_t QueueEngine::Dequeue(DequeueRequest request, DequeueDone done) {
     return 0;
   }
   const uint64_t ticket = next_ticket_++;
-  route.waiters.push_back(Waiter{ticket, batch, ttl, steady_now + request.max_wait,
+  route.waiters.push_back(Waiter{ticket, batch, ttl,
+                                 steady_now + std::min<nanoseconds>(request.max_wait, kMaxLongPoll),
                                  request.caller_deadline, std::move(done)});
   waiting_tickets_[ticket] = &route;
   wake_.notify_one();
@@ -430,8 +464,10 @@ void QueueEngine::CancelDequeue(uint64_t ticket) {
   done(absl::CancelledError("the caller went away"));
 }
 
-void QueueEngine::Ack(const std::string& route_name, const std::vector<std::string>& lease_ids,
-                      SettleDone done) {
+void QueueEngine::Settle(const std::string& route_name, const std::vector<std::string>& lease_ids,
+                         SettleKind kind,
+                         const std::function<void(Route&, Entry&, WallTime)>& apply,
+                         SettleDone done) {
   absl::StatusOr<std::vector<std::string>> ids = DistinctLeaseIds(lease_ids);
   if (!ids.ok()) return done(ids.status());
   std::unique_lock<std::mutex> lock(mu_);
@@ -446,77 +482,22 @@ void QueueEngine::Ack(const std::string& route_name, const std::vector<std::stri
   std::vector<LeaseResult> results;
   for (const std::string& lease_id : *ids) {
     LeaseResult& result = results.emplace_back(LeaseResult{lease_id, LeaseOutcome::kUnknown});
-    if (auto settled = route.settled.find(lease_id);
-        settled != route.settled.end() && settled->second == SettleOp::kAck) {
+    if (const SettleKind* settled = route.settled.Find(lease_id);
+        settled != nullptr && *settled == kind) {
       result.outcome = LeaseOutcome::kApplied;
       continue;
     }
     auto lease = route.leases.find(lease_id);
     if (lease == route.leases.end()) {
-      if (route.expired_leases.contains(lease_id)) result.outcome = LeaseOutcome::kExpired;
+      if (route.expired.Find(lease_id) != nullptr) result.outcome = LeaseOutcome::kExpired;
       ++route.counters.conflicts;
       continue;
     }
     Entry& entry = *lease->second;
     route.lease_expiries.erase({entry.message.next_run_at, lease_id});
     route.leases.erase(lease);
-    route.settled[lease_id] = SettleOp::kAck;
-    route.settled_order.emplace_back(now, lease_id);
-    ++route.counters.acked;
-    std::string id = entry.message.id;
-    route.entries.erase(id);
-    Record(MessageDelete{std::move(id)});
-    result.outcome = LeaseOutcome::kApplied;
-  }
-  AfterCommit(
-      [done = std::move(done), results = std::move(results)](const absl::Status& commit) mutable {
-        if (!commit.ok()) return done(commit);
-        done(std::move(results));
-      });
-}
-
-void QueueEngine::Nack(const std::string& route_name, const std::vector<std::string>& lease_ids,
-                       const NackOptions& options, SettleDone done) {
-  if (options.delay < nanoseconds::zero()) {
-    return done(absl::InvalidArgumentError("nack delay must not be negative"));
-  }
-  absl::StatusOr<std::vector<std::string>> ids = DistinctLeaseIds(lease_ids);
-  if (!ids.ok()) return done(ids.status());
-  std::unique_lock<std::mutex> lock(mu_);
-  absl::StatusOr<Route*> found = FindRoute(route_name);
-  if (!found.ok()) {
-    lock.unlock();
-    return done(found.status());
-  }
-  Route& route = **found;
-  const WallTime now = clock_.WallNow();
-  ExpireLeases(route, now);
-  std::vector<LeaseResult> results;
-  for (const std::string& lease_id : *ids) {
-    LeaseResult& result = results.emplace_back(LeaseResult{lease_id, LeaseOutcome::kUnknown});
-    if (auto settled = route.settled.find(lease_id);
-        settled != route.settled.end() && settled->second == SettleOp::kNack) {
-      result.outcome = LeaseOutcome::kApplied;
-      continue;
-    }
-    auto lease = route.leases.find(lease_id);
-    if (lease == route.leases.end()) {
-      if (route.expired_leases.contains(lease_id)) result.outcome = LeaseOutcome::kExpired;
-      ++route.counters.conflicts;
-      continue;
-    }
-    Entry& entry = *lease->second;
-    route.lease_expiries.erase({entry.message.next_run_at, lease_id});
-    route.leases.erase(lease);
-    route.settled[lease_id] = SettleOp::kNack;
-    route.settled_order.emplace_back(now, lease_id);
-    ++route.counters.nacked;
-    if (options.dead) {
-      DeadLetter(route, entry, options.reason, now);
-    } else {
-      ReturnToQueue(route, entry,
-                    now + std::chrono::duration_cast<WallTime::duration>(options.delay), now);
-    }
+    route.settled.Remember(lease_id, kind, now);
+    apply(route, entry, now);
     result.outcome = LeaseOutcome::kApplied;
   }
   ServeWaiters(route, now);
@@ -525,6 +506,37 @@ void QueueEngine::Nack(const std::string& route_name, const std::vector<std::str
         if (!commit.ok()) return done(commit);
         done(std::move(results));
       });
+}
+
+void QueueEngine::Ack(const std::string& route_name, const std::vector<std::string>& lease_ids,
+                      SettleDone done) {
+  Settle(
+      route_name, lease_ids, SettleKind::kAck,
+      [this](Route& route, Entry& entry, WallTime) {
+        ++route.counters.acked;
+        std::string id = entry.message.id;
+        route.entries.erase(id);
+        Record(MessageDelete{std::move(id)});
+      },
+      std::move(done));
+}
+
+void QueueEngine::Nack(const std::string& route_name, const std::vector<std::string>& lease_ids,
+                       const NackOptions& options, SettleDone done) {
+  if (options.delay < nanoseconds::zero()) {
+    return done(absl::InvalidArgumentError("nack delay must not be negative"));
+  }
+  Settle(
+      route_name, lease_ids, SettleKind::kNack,
+      [this, &options](Route& route, Entry& entry, WallTime now) {
+        ++route.counters.nacked;
+        if (options.dead) {
+          DeadLetter(route, entry, options.reason, now);
+        } else {
+          ReturnToQueue(route, entry, AddSaturating(now, options.delay), now);
+        }
+      },
+      std::move(done));
 }
 
 void QueueEngine::Extend(const std::string& route_name, const std::string& lease_id,
@@ -554,8 +566,10 @@ void QueueEngine::Extend(const std::string& route_name, const std::string& lease
   Entry& entry = *lease->second;
   const WallTime cap =
       now + std::chrono::duration_cast<WallTime::duration>(route.limits.max_lease_ttl);
-  const WallTime extended = std::min(
-      entry.message.next_run_at + std::chrono::duration_cast<WallTime::duration>(extend_by), cap);
+  // Compared before adding, so no extend_by can overflow.
+  const WallTime extended = extend_by >= cap - entry.message.next_run_at
+                                ? cap
+                                : AddSaturating(entry.message.next_run_at, extend_by);
   if (extended > entry.message.next_run_at) {
     route.lease_expiries.erase({entry.message.next_run_at, lease_id});
     entry.message.next_run_at = extended;
@@ -575,6 +589,7 @@ absl::StatusOr<QueueStats> QueueEngine::Stats(const std::string& route_name) {
   stats.queued = static_cast<int64_t>(route.queued.size());
   stats.leased = static_cast<int64_t>(route.leases.size());
   stats.dead = static_cast<int64_t>(route.dead.size());
+  stats.waiting = static_cast<int64_t>(route.waiters.size());
   std::optional<WallTime> oldest;
   for (const auto& [key, entry] : route.queued) {
     if (std::get<0>(key) > now) ++stats.delayed;
@@ -688,8 +703,8 @@ void QueueEngine::RunTimersLocked() {
       });
       it = route.waiters.erase(it);
     }
-    if (!housekeeping) continue;
     route.Forget(now);
+    if (!housekeeping) continue;
     if (route.limits.retention <= nanoseconds::zero()) continue;
     const WallTime horizon =
         now - std::chrono::duration_cast<WallTime::duration>(route.limits.retention);
@@ -719,6 +734,7 @@ void QueueEngine::RunTimersLocked() {
 }
 
 nanoseconds QueueEngine::TimeToNextTimer() const {
+  if (!failure_.ok()) return kMaxSleep;
   const WallTime now = clock_.WallNow();
   const SteadyTime steady_now = clock_.Now();
   nanoseconds wait = kMaxSleep;
@@ -762,7 +778,14 @@ void QueueEngine::Loop() {
     }
     for (Completion& completion : batch->completions) completion(commit);
     lock.lock();
-    if (!commit.ok()) failure_ = commit;
+    if (!commit.ok() && failure_.ok()) {
+      failure_ = commit;
+      // No timer runs any more, so waiting dequeues are answered now.
+      std::vector<DequeueDone> waiting = TakeWaiters();
+      lock.unlock();
+      for (DequeueDone& done : waiting) done(commit);
+      lock.lock();
+    }
   }
 }
 

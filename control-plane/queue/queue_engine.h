@@ -31,7 +31,7 @@ struct DequeueRequest {
   std::string route;
   int batch = 1;                          // Clamped to 1..min(route max_batch, 100).
   std::chrono::nanoseconds lease_ttl{0};  // 0 = kDefaultLeaseTtl; capped at max_lease_ttl.
-  std::chrono::nanoseconds max_wait{0};   // Long-poll this long for the first item.
+  std::chrono::nanoseconds max_wait{0};   // Long-poll this long (at most kMaxLongPoll).
   // When the caller stops listening (its RPC deadline). Nothing is leased to a caller after
   // this; unset = no deadline beyond max_wait.
   std::optional<std::chrono::steady_clock::time_point> caller_deadline;
@@ -46,9 +46,11 @@ struct DequeueRequest {
 // durable. Anything a caller observes (a leased item, an ack) was committed first, including the
 // enqueue of an item it was leased.
 //
-// Asynchronous: each call's `done` runs exactly once, either on the caller's thread (validation
-// errors, idempotent retries, results that need no write) or on the engine's commit thread after
-// the commit. `done` must be quick and must not call back into the engine synchronously.
+// Asynchronous: each call's `done` runs exactly once, either on the caller's thread (refusals
+// that change nothing: validation, unknown route, full queue) or on the engine's commit thread
+// once everything decided before it is committed; that includes idempotent retries and empty
+// answers, so no answer ever runs ahead of a write it depends on. `done` must be quick and must
+// not call back into the engine synchronously.
 //
 // If the store fails to commit, the memory no longer matches the disk: the engine fails every
 // pending and later call with UNAVAILABLE and the controller must be restarted, which reloads
@@ -121,6 +123,7 @@ class QueueEngine {
   struct Waiter;
   struct Pending;
   using Completion = std::function<void(const absl::Status& commit)>;
+  enum class SettleKind { kAck, kNack };
 
   QueueEngine(QueueStore& store, const pi::common::Clock& clock);
   void Loop();
@@ -133,6 +136,10 @@ class QueueEngine {
   std::vector<LeasedItem> LeaseDue(Route& route, int batch, std::chrono::nanoseconds ttl,
                                    WallTime now);
   void ServeWaiters(Route& route, WallTime now);
+  // The shared part of Ack and Nack: validates, reports each lease, answers repeats of the same
+  // kind from memory, and runs `apply` on each valid lease (already removed from the lease maps).
+  void Settle(const std::string& route, const std::vector<std::string>& lease_ids, SettleKind kind,
+              const std::function<void(Route&, Entry&, WallTime)>& apply, SettleDone done);
   void ExpireLeases(Route& route, WallTime now);
   void RunTimersLocked();
   void Record(QueueMutation mutation);
@@ -140,6 +147,8 @@ class QueueEngine {
   // Runs `completion` once everything recorded so far is committed.
   void AfterCommit(Completion completion);
   std::chrono::nanoseconds TimeToNextTimer() const;
+  // Removes every waiting dequeue and returns their callbacks.
+  std::vector<DequeueDone> TakeWaiters();
 
   QueueStore& store_;
   const pi::common::Clock& clock_;

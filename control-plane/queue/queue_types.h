@@ -17,6 +17,8 @@ inline constexpr int kMaxLeaseBatch = 100;
 inline constexpr std::chrono::seconds kDefaultLeaseTtl{30};
 // A repeat of a successful ack/nack of the same lease within this window succeeds again.
 inline constexpr std::chrono::minutes kIdempotentRetryWindow{2};
+// A dequeue long-polls at most this long, whatever max_wait it asks for.
+inline constexpr std::chrono::minutes kMaxLongPoll{5};
 
 // What the engine needs to know about a route; the transports' own settings (paths, tokens) live
 // in RouteTable.
@@ -94,6 +96,7 @@ struct QueueStats {
   int64_t delayed = 0;  // The part of `queued` whose next_run_at is in the future.
   int64_t leased = 0;
   int64_t dead = 0;
+  int64_t waiting = 0;  // Dequeues long-polling for an item.
   // now - received_at of the oldest queued item; unset when nothing is queued.
   std::optional<std::chrono::nanoseconds> oldest_queued_age;
 };

@@ -139,21 +139,15 @@ class DequeueReactor final : public grpc::ServerUnaryReactor {
     const uint64_t ticket = engine_.Dequeue(
         std::move(request),
         [this](absl::StatusOr<std::vector<LeasedItem>> items) { Answer(std::move(items)); });
-    bool cancel_now = false;
-    {
-      std::lock_guard lock(mu_);
-      ticket_ = ticket;
-      cancel_now = cancelled_;
-    }
-    // OnCancel ran before the ticket was known.
-    if (cancel_now) engine_.CancelDequeue(ticket);
+    std::lock_guard lock(mu_);
+    ticket_ = ticket;
   }
 
+  // gRPC calls OnCancel only once the handler has returned, so after Start stored the ticket.
   void OnCancel() override {
     std::optional<uint64_t> ticket;
     {
       std::lock_guard lock(mu_);
-      cancelled_ = true;
       ticket = ticket_;
     }
     // A no-op when the engine already answered.
@@ -177,7 +171,6 @@ class DequeueReactor final : public grpc::ServerUnaryReactor {
   wire::DequeueResponse* response_;
   std::mutex mu_;
   std::optional<uint64_t> ticket_;
-  bool cancelled_ = false;
 };
 
 }  // namespace

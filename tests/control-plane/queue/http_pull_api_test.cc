@@ -21,6 +21,7 @@
 #include "tests/common/test_dir.h"
 #include "tests/common/test_pki.h"
 #include "tests/control-plane/queue/http_test_client.h"
+#include "tests/control-plane/queue/waiting_dequeues.h"
 
 namespace pi::controlplane::queue::http_test {
 
@@ -208,10 +209,10 @@ TEST_CASE("a long poll whose client went away leases nothing", "[pull]") {
     request.body() = R"({"max_wait":"20s"})";
     request.prepare_payload();
     http::write(stream, request);
-    // Give the server time to start the poll, then hang up.
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    REQUIRE(AwaitWaitingDequeues(*fixture.engine, "github", 1));
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // Hung up: the server notices and drops the poll.
+  REQUIRE(AwaitWaitingDequeues(*fixture.engine, "github", 0));
   fixture.Enqueue("/webhooks/github", "for a live worker");
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   CHECK(fixture.Stats("github") == Snapshot{1, 0, 0, 0});

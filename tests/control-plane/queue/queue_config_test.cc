@@ -93,6 +93,9 @@ TEST_CASE("Bad queue configurations are refused with the key that is wrong") {
                                           "client_auth": "require_and_verify"}}})")
             .find("client_ca") != std::string::npos);
   CHECK(ErrorOf(R"({"pull_api": {"prefix": "/pull/"}})").find("prefix") != std::string::npos);
+  CHECK(ErrorOf(R"({"pull_api": {"tls": {"cert_file": "/c", "key_file": "/k",
+                                          "client_ca": "/ca"}}})")
+            .find("client_ca") != std::string::npos);
 }
 
 TEST_CASE("The worker gRPC listener needs a pull route and an address of its own") {

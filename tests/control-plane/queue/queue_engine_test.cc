@@ -1,5 +1,6 @@
 #include "control-plane/queue/queue_engine.h"
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <set>
 #include <thread>
@@ -656,6 +657,101 @@ TEST_CASE("After a failed commit the engine refuses every call until restarted")
       [&](auto done) { (*engine)->Dequeue(Request("jobs", 1), std::move(done)); });
   CHECK(next.status().code() == absl::StatusCode::kUnavailable);
   CHECK((*engine)->Stats("jobs").status().code() == absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("A failed commit also answers dequeues that were waiting on other routes") {
+  FailingStore store;
+  pi::common::ManualClock clock;
+  auto engine =
+      QueueEngine::Open(store, clock, {{"jobs", QueueLimits{}}, {"other", QueueLimits{}}});
+  REQUIRE(engine.ok());
+  std::promise<DequeueResult> waiting;
+  (*engine)->Dequeue(Request("other", 1, seconds(0), seconds(60)),
+                     [&waiting](DequeueResult items) { waiting.set_value(std::move(items)); });
+  EnqueueResult failed = AwaitEngine<EnqueueResult>([&](auto done) {
+    (*engine)->Enqueue("jobs", NewMessage{"x", {}, {}}, std::move(done));
+  });
+  CHECK(failed.status().code() == absl::StatusCode::kUnavailable);
+  std::future<DequeueResult> answer = waiting.get_future();
+  REQUIRE(answer.wait_for(seconds(5)) == std::future_status::ready);
+  CHECK(answer.get().status().code() == absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("Huge delays and extensions saturate instead of wrapping around") {
+  EngineFixture f;
+  f.Enqueue("jobs", "a");
+  f.Enqueue("jobs", "b");
+  std::vector<LeasedItem> items = f.Dequeue("jobs", 2);
+  REQUIRE(items.size() == 2);
+  REQUIRE(f.Nack("jobs", {items[0].lease_id}, Delay(nanoseconds::max())).ok());
+  REQUIRE(f.Extend("jobs", items[1].lease_id, nanoseconds::max()).ok());
+  f.Advance(hours(24 * 365));
+  // The nacked item is not due for centuries; the extended lease was capped at max_lease_ttl.
+  const QueueStats stats = f.Stats("jobs");
+  CHECK(stats.delayed == 1);
+  CHECK(stats.queued == 2);
+  CHECK(stats.leased == 0);
+  CHECK(f.Dequeue("jobs", 10).size() == 1);
+}
+
+TEST_CASE("A long poll waits at most kMaxLongPoll and is counted while it waits") {
+  EngineFixture f;
+  std::promise<DequeueResult> answered;
+  f.engine().Dequeue(Request("jobs", 1, seconds(0), hours(10)),
+                     [&answered](DequeueResult items) { answered.set_value(std::move(items)); });
+  CHECK(f.Stats("jobs").waiting == 1);
+  f.Advance(kMaxLongPoll - seconds(1));
+  std::future<DequeueResult> answer = answered.get_future();
+  CHECK(answer.wait_for(milliseconds(20)) == std::future_status::timeout);
+  f.Advance(seconds(2));
+  REQUIRE(answer.wait_for(seconds(5)) == std::future_status::ready);
+  DequeueResult items = answer.get();
+  REQUIRE(items.ok());
+  CHECK(items->empty());
+  CHECK(f.Stats("jobs").waiting == 0);
+}
+
+// The real SQLite store, counting what reaches it.
+class CountingStore : public QueueStore {
+ public:
+  explicit CountingStore(QueueStore& store) : store_(store) {}
+  absl::StatusOr<std::vector<StoredMessage>> LoadAll() override { return store_.LoadAll(); }
+  absl::Status Commit(std::span<const QueueMutation> mutations) override {
+    mutations_ += static_cast<int>(mutations.size());
+    return store_.Commit(mutations);
+  }
+  int mutations() const { return mutations_; }
+
+ private:
+  QueueStore& store_;
+  std::atomic<int> mutations_{0};
+};
+
+TEST_CASE("An idempotent retry of an ack writes nothing") {
+  pi::testing::TempDir dir;
+  pi::common::ManualClock clock;
+  auto sqlite = SqliteQueueStore::Open((dir.path() / "queue.db").string(), clock);
+  REQUIRE(sqlite.ok());
+  CountingStore store(**sqlite);
+  auto engine = QueueEngine::Open(store, clock, {{"jobs", QueueLimits{}}});
+  REQUIRE(engine.ok());
+  REQUIRE(AwaitEngine<EnqueueResult>([&](auto done) {
+            (*engine)->Enqueue("jobs", NewMessage{"x", {}, {}}, std::move(done));
+          }).ok());
+  DequeueResult items = AwaitEngine<DequeueResult>(
+      [&](auto done) { (*engine)->Dequeue(Request("jobs", 1), std::move(done)); });
+  REQUIRE(items.ok());
+  REQUIRE(items->size() == 1);
+  const std::vector<std::string> lease = {(*items)[0].lease_id};
+  REQUIRE(AwaitEngine<SettleResult>([&](auto done) {
+            (*engine)->Ack("jobs", lease, std::move(done));
+          }).ok());
+  const int written = store.mutations();
+  CHECK(written == 3);  // Insert, lease, delete.
+  SettleResult retry =
+      AwaitEngine<SettleResult>([&](auto done) { (*engine)->Ack("jobs", lease, std::move(done)); });
+  CHECK(Outcomes(retry)[0] == LeaseOutcome::kApplied);
+  CHECK(store.mutations() == written);
 }
 
 TEST_CASE("Shutdown ends waiting dequeues and refuses new calls") {

@@ -24,6 +24,7 @@
 #include "control-plane/queue/sqlite_queue_store.h"
 #include "tests/common/test_dir.h"
 #include "tests/common/test_pki.h"
+#include "tests/control-plane/queue/waiting_dequeues.h"
 
 namespace pi::controlplane::queue {
 namespace {
@@ -142,6 +143,10 @@ class Harness {
     std::unique_lock lock(mu);
     all_done.wait(lock, [&] { return remaining == 0; });
     REQUIRE(failures == 0);
+  }
+
+  bool AwaitWaiting(const std::string& route, int64_t count) {
+    return AwaitWaitingDequeues(*engine_, route, count);
   }
 
   QueueStats Stats(const std::string& route) {
@@ -534,7 +539,7 @@ TEST_CASE("a long-poll is answered as soon as an item is enqueued", "[worker_grp
     result.status = harness.stub().Dequeue(&call.context, request, &result.response);
     return std::make_pair(result, std::chrono::steady_clock::now());
   });
-  std::this_thread::sleep_for(milliseconds(200));
+  REQUIRE(harness.AwaitWaiting("github", 1));
   REQUIRE(poll.wait_for(std::chrono::seconds(0)) == std::future_status::timeout);
 
   const auto enqueued_at = std::chrono::steady_clock::now();
@@ -560,7 +565,7 @@ TEST_CASE("a long-poll is answered as soon as another worker nacks", "[worker_gr
     result.status = harness.stub().Dequeue(&call.context, request, &result.response);
     return result;
   });
-  std::this_thread::sleep_for(milliseconds(200));
+  REQUIRE(harness.AwaitWaiting("github", 1));
   REQUIRE(poll.wait_for(std::chrono::seconds(0)) == std::future_status::timeout);
 
   const auto nacked_at = std::chrono::steady_clock::now();
@@ -585,7 +590,7 @@ TEST_CASE("stopping the server ends waiting long-polls and leases nothing", "[wo
   std::promise<grpc::Status> done;
   stub->async()->Dequeue(&call.context, &request, &response,
                          [&done](grpc::Status status) { done.set_value(status); });
-  std::this_thread::sleep_for(milliseconds(200));
+  REQUIRE(harness->AwaitWaiting("github", 1));
 
   const auto stopping = std::chrono::steady_clock::now();
   harness.reset();
@@ -674,12 +679,12 @@ TEST_CASE("a cancelled long-poll leases nothing", "[worker_grpc]") {
   std::promise<grpc::Status> done;
   harness.stub().async()->Dequeue(&call.context, &request, &response,
                                   [&done](grpc::Status status) { done.set_value(status); });
-  std::this_thread::sleep_for(milliseconds(200));
+  REQUIRE(harness.AwaitWaiting("github", 1));
   call.context.TryCancel();
   CHECK(done.get_future().get().error_code() == grpc::StatusCode::CANCELLED);
 
-  // Give the server a moment to see the cancellation, then enqueue: nobody is waiting.
-  std::this_thread::sleep_for(milliseconds(100));
+  // Once the server has dropped the poll, enqueue: nobody is waiting.
+  REQUIRE(harness.AwaitWaiting("github", 0));
   harness.Enqueue("github", "after the cancel");
   std::this_thread::sleep_for(milliseconds(100));
   CHECK(harness.Stats("github").leased == 0);

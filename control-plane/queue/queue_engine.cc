@@ -232,6 +232,25 @@ std::vector<std::string> QueueEngine::RouteNames() const {
   return names;
 }
 
+template <typename Done>
+QueueEngine::Route* QueueEngine::RouteOrAnswer(std::unique_lock<std::mutex>& lock,
+                                               const std::string& name, Done& done) {
+  absl::StatusOr<Route*> found = FindRoute(name);
+  if (found.ok()) return *found;
+  lock.unlock();
+  done(found.status());
+  return nullptr;
+}
+
+template <typename Done, typename Value>
+void QueueEngine::AnswerAfterCommit(Done done, Value value) {
+  AfterCommit(
+      [done = std::move(done), value = std::move(value)](const absl::Status& commit) mutable {
+        if (!commit.ok()) return done(commit);
+        done(std::move(value));
+      });
+}
+
 absl::StatusOr<QueueEngine::Route*> QueueEngine::FindRoute(const std::string& name) {
   if (!failure_.ok()) return failure_;
   if (stopping_) return absl::UnavailableError("the queue engine is shutting down");
@@ -355,11 +374,7 @@ void QueueEngine::ServeWaiters(Route& route, WallTime now) {
       route.waiters.push_front(std::move(waiter));
       break;
     }
-    AfterCommit([done = std::move(waiter.done),
-                 items = std::move(items)](const absl::Status& commit) mutable {
-      if (!commit.ok()) return done(commit);
-      done(std::move(items));
-    });
+    AnswerAfterCommit(std::move(waiter.done), std::move(items));
   }
 }
 
@@ -367,12 +382,9 @@ void QueueEngine::Enqueue(const std::string& route_name, NewMessage message, Enq
   absl::StatusOr<std::string> id = RandomId();
   if (!id.ok()) return done(id.status());
   std::unique_lock<std::mutex> lock(mu_);
-  absl::StatusOr<Route*> found = FindRoute(route_name);
-  if (!found.ok()) {
-    lock.unlock();
-    return done(found.status());
-  }
-  Route& route = **found;
+  Route* found = RouteOrAnswer(lock, route_name, done);
+  if (found == nullptr) return;
+  Route& route = *found;
   const WallTime now = clock_.WallNow();
   ExpireLeases(route, now);
   const int64_t depth = static_cast<int64_t>(route.queued.size() + route.leases.size());
@@ -397,10 +409,7 @@ void QueueEngine::Enqueue(const std::string& route_name, NewMessage message, Enq
   route.entries[m.id] = std::move(entry);
   ++route.counters.enqueued;
   ServeWaiters(route, now);
-  AfterCommit([done = std::move(done), id = *std::move(id)](const absl::Status& commit) {
-    if (!commit.ok()) return done(commit);
-    done(id);
-  });
+  AnswerAfterCommit(std::move(done), *std::move(id));
 }
 
 uint64_t QueueEngine::Dequeue(DequeueRequest request, DequeueDone done) {
@@ -409,13 +418,9 @@ uint64_t QueueEngine::Dequeue(DequeueRequest request, DequeueDone done) {
     return 0;
   }
   std::unique_lock<std::mutex> lock(mu_);
-  absl::StatusOr<Route*> found = FindRoute(request.route);
-  if (!found.ok()) {
-    lock.unlock();
-    done(found.status());
-    return 0;
-  }
-  Route& route = **found;
+  Route* found = RouteOrAnswer(lock, request.route, done);
+  if (found == nullptr) return 0;
+  Route& route = *found;
   const SteadyTime steady_now = clock_.Now();
   if (request.caller_deadline && *request.caller_deadline <= steady_now) {
     lock.unlock();
@@ -431,11 +436,7 @@ uint64_t QueueEngine::Dequeue(DequeueRequest request, DequeueDone done) {
   ExpireLeases(route, now);
   std::vector<LeasedItem> items = LeaseDue(route, batch, ttl, now);
   if (!items.empty() || request.max_wait == nanoseconds::zero()) {
-    AfterCommit(
-        [done = std::move(done), items = std::move(items)](const absl::Status& commit) mutable {
-          if (!commit.ok()) return done(commit);
-          done(std::move(items));
-        });
+    AnswerAfterCommit(std::move(done), std::move(items));
     return 0;
   }
   const uint64_t ticket = next_ticket_++;
@@ -471,12 +472,9 @@ void QueueEngine::Settle(const std::string& route_name, const std::vector<std::s
   absl::StatusOr<std::vector<std::string>> ids = DistinctLeaseIds(lease_ids);
   if (!ids.ok()) return done(ids.status());
   std::unique_lock<std::mutex> lock(mu_);
-  absl::StatusOr<Route*> found = FindRoute(route_name);
-  if (!found.ok()) {
-    lock.unlock();
-    return done(found.status());
-  }
-  Route& route = **found;
+  Route* found = RouteOrAnswer(lock, route_name, done);
+  if (found == nullptr) return;
+  Route& route = *found;
   const WallTime now = clock_.WallNow();
   ExpireLeases(route, now);
   std::vector<LeaseResult> results;
@@ -501,11 +499,7 @@ void QueueEngine::Settle(const std::string& route_name, const std::vector<std::s
     result.outcome = LeaseOutcome::kApplied;
   }
   ServeWaiters(route, now);
-  AfterCommit(
-      [done = std::move(done), results = std::move(results)](const absl::Status& commit) mutable {
-        if (!commit.ok()) return done(commit);
-        done(std::move(results));
-      });
+  AnswerAfterCommit(std::move(done), std::move(results));
 }
 
 void QueueEngine::Ack(const std::string& route_name, const std::vector<std::string>& lease_ids,
@@ -542,11 +536,8 @@ void QueueEngine::Nack(const std::string& route_name, const std::vector<std::str
 void QueueEngine::Extend(const std::string& route_name, const std::string& lease_id,
                          nanoseconds extend_by, StatusDone done) {
   std::unique_lock<std::mutex> lock(mu_);
-  absl::StatusOr<Route*> found = FindRoute(route_name);
-  if (!found.ok()) {
-    lock.unlock();
-    return done(found.status());
-  }
+  Route* found = RouteOrAnswer(lock, route_name, done);
+  if (found == nullptr) return;
   if (extend_by <= nanoseconds::zero()) {
     lock.unlock();
     return done(absl::OkStatus());
@@ -555,7 +546,7 @@ void QueueEngine::Extend(const std::string& route_name, const std::string& lease
     lock.unlock();
     return done(absl::InvalidArgumentError("lease_id is empty"));
   }
-  Route& route = **found;
+  Route& route = *found;
   const WallTime now = clock_.WallNow();
   ExpireLeases(route, now);
   auto lease = route.leases.find(lease_id);
@@ -623,12 +614,9 @@ void QueueEngine::RequeueDeadLetters(const std::string& route_name,
                                      const std::vector<std::string>& ids,
                                      std::function<void(absl::StatusOr<int64_t>)> done) {
   std::unique_lock<std::mutex> lock(mu_);
-  absl::StatusOr<Route*> found = FindRoute(route_name);
-  if (!found.ok()) {
-    lock.unlock();
-    return done(found.status());
-  }
-  Route& route = **found;
+  Route* found = RouteOrAnswer(lock, route_name, done);
+  if (found == nullptr) return;
+  Route& route = *found;
   const WallTime now = clock_.WallNow();
   int64_t requeued = 0;
   for (const std::string& id : std::set<std::string>(ids.begin(), ids.end())) {
@@ -643,22 +631,16 @@ void QueueEngine::RequeueDeadLetters(const std::string& route_name,
     ++requeued;
   }
   ServeWaiters(route, now);
-  AfterCommit([done = std::move(done), requeued](const absl::Status& commit) {
-    if (!commit.ok()) return done(commit);
-    done(requeued);
-  });
+  AnswerAfterCommit(std::move(done), requeued);
 }
 
 void QueueEngine::DeleteDeadLetters(const std::string& route_name,
                                     const std::vector<std::string>& ids,
                                     std::function<void(absl::StatusOr<int64_t>)> done) {
   std::unique_lock<std::mutex> lock(mu_);
-  absl::StatusOr<Route*> found = FindRoute(route_name);
-  if (!found.ok()) {
-    lock.unlock();
-    return done(found.status());
-  }
-  Route& route = **found;
+  Route* found = RouteOrAnswer(lock, route_name, done);
+  if (found == nullptr) return;
+  Route& route = *found;
   int64_t deleted = 0;
   for (const std::string& id : std::set<std::string>(ids.begin(), ids.end())) {
     auto it = route.entries.find(id);
@@ -668,10 +650,7 @@ void QueueEngine::DeleteDeadLetters(const std::string& route_name,
     Record(MessageDelete{id});
     ++deleted;
   }
-  AfterCommit([done = std::move(done), deleted](const absl::Status& commit) {
-    if (!commit.ok()) return done(commit);
-    done(deleted);
-  });
+  AnswerAfterCommit(std::move(done), deleted);
 }
 
 void QueueEngine::RunTimers() {
@@ -708,28 +687,21 @@ void QueueEngine::RunTimersLocked() {
     if (route.limits.retention <= nanoseconds::zero()) continue;
     const WallTime horizon =
         now - std::chrono::duration_cast<WallTime::duration>(route.limits.retention);
-    for (auto it = route.queued.begin(); it != route.queued.end();) {
-      Entry& entry = *it->second;
-      if (entry.message.received_at >= horizon) {
-        ++it;
-        continue;
+    // Queued items and dead letters; leased ones are in neither index.
+    const auto drop_old = [&](auto& index) {
+      for (auto it = index.begin(); it != index.end();) {
+        if (it->second->message.received_at >= horizon) {
+          ++it;
+          continue;
+        }
+        std::string id = it->second->message.id;
+        it = index.erase(it);
+        route.entries.erase(id);
+        Record(MessageDelete{std::move(id)});
       }
-      std::string id = entry.message.id;
-      it = route.queued.erase(it);
-      route.entries.erase(id);
-      Record(MessageDelete{std::move(id)});
-    }
-    for (auto it = route.dead.begin(); it != route.dead.end();) {
-      Entry& entry = *it->second;
-      if (entry.message.received_at >= horizon) {
-        ++it;
-        continue;
-      }
-      std::string id = entry.message.id;
-      it = route.dead.erase(it);
-      route.entries.erase(id);
-      Record(MessageDelete{std::move(id)});
-    }
+    };
+    drop_old(route.queued);
+    drop_old(route.dead);
   }
 }
 

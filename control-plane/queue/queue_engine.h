@@ -129,6 +129,13 @@ class QueueEngine {
   void Loop();
   // The helpers below require mu_.
   absl::StatusOr<Route*> FindRoute(const std::string& name);
+  // FindRoute for a call holding `lock`: on failure unlocks, answers `done` and returns null.
+  template <typename Done>
+  Route* RouteOrAnswer(std::unique_lock<std::mutex>& lock, const std::string& name, Done& done);
+  // Answers `done` with `value` once everything recorded so far is committed, or with the
+  // commit's error.
+  template <typename Done, typename Value>
+  void AnswerAfterCommit(Done done, Value value);
   void Requeue(Route& route, Entry& entry, WallTime next_run_at);
   void DeadLetter(Route& route, Entry& entry, std::string reason, WallTime now);
   // Requeues the item, or dead-letters it when it used up max_attempts.

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "common/text/utf8.h"
+
 namespace pi::controlplane::queue {
 namespace {
 
@@ -20,44 +22,6 @@ constexpr std::array kTraceHeaders = {"traceparent", "tracestate", "baggage", "x
 // Connections from many webhook senders at once; each request is short.
 constexpr int kMaxIngressConnections = 1024;
 
-bool IsValidUtf8(std::string_view text) {
-  size_t i = 0;
-  while (i < text.size()) {
-    const auto byte = static_cast<unsigned char>(text[i]);
-    int length;
-    uint32_t code_point;
-    if (byte < 0x80) {
-      ++i;
-      continue;
-    } else if ((byte & 0xE0) == 0xC0) {
-      length = 2;
-      code_point = byte & 0x1F;
-    } else if ((byte & 0xF0) == 0xE0) {
-      length = 3;
-      code_point = byte & 0x0F;
-    } else if ((byte & 0xF8) == 0xF0) {
-      length = 4;
-      code_point = byte & 0x07;
-    } else {
-      return false;
-    }
-    if (i + length > text.size()) return false;
-    for (int k = 1; k < length; ++k) {
-      const auto next = static_cast<unsigned char>(text[i + k]);
-      if ((next & 0xC0) != 0x80) return false;
-      code_point = (code_point << 6) | (next & 0x3F);
-    }
-    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
-    constexpr std::array<uint32_t, 5> kSmallest = {0, 0, 0x80, 0x800, 0x10000};
-    if (code_point < kSmallest[length] || code_point > 0x10FFFF ||
-        (code_point >= 0xD800 && code_point <= 0xDFFF)) {
-      return false;
-    }
-    i += length;
-  }
-  return true;
-}
-
 bool IsDropped(const std::string& name) {
   if (name.starts_with("proxy-")) return true;
   for (const char* dropped : kDroppedHeaders) {
@@ -70,7 +34,7 @@ NewMessage ToMessage(common::HttpRequest& request) {
   NewMessage message;
   message.payload = std::move(request.body);
   for (auto& [name, value] : request.headers) {
-    if (IsDropped(name) || !IsValidUtf8(name) || !IsValidUtf8(value)) continue;
+    if (IsDropped(name) || !common::IsValidUtf8(name) || !common::IsValidUtf8(value)) continue;
     for (const char* trace : kTraceHeaders) {
       if (name == trace) message.trace.emplace(name, value);
     }

@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/text/utf8.h"
+
 namespace pi::agent::logs {
 
 // What the start of a log file line says about it.
@@ -23,8 +25,7 @@ struct LineHeader {
 // parts are filled in too.
 LineHeader ParseLineHeader(std::string_view line, std::chrono::system_clock::time_point now);
 
-// `text` with every invalid UTF-8 sequence replaced by U+FFFD, so it can travel in a protobuf
-// string field.
-std::string ToValidUtf8(std::string_view text);
+// Log text travels in protobuf string fields, which must be valid UTF-8.
+using common::ToValidUtf8;
 
 }  // namespace pi::agent::logs

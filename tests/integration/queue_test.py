@@ -417,7 +417,7 @@ class QueueTestCase(unittest.TestCase):
 
 def all_route_classes():
     return [GrpcSemanticsTest, HttpSemanticsTest, IngressTest, ConcurrentWorkersTest,
-            HttpBadInputTest, InteropTest]
+            HttpBadInputTest, InteropTest, PictlQueueTest]
 
 
 def routes_config(token_file):
@@ -1281,6 +1281,72 @@ class HttpBadInputTest(QueueTestCase):
             self.assertEqual(status, 405, method)
         self.expect(404, "purge", {})
         self.expect(404, "dequeue", {}, endpoint="/pull/no-such-route")
+
+
+# ---- pictl against the real controller ---------------------------------------------------------
+
+
+class PictlQueueTest(QueueTestCase):
+    """`pictl queue ...` end to end: the admin CLI, the Admin service and the engine."""
+
+    ROUTE_PREFIX = "p"
+
+    def setUp(self):
+        super().setUp()
+        with open(os.path.join(self.controller.admin_dir, "config.json")) as f:
+            config = json.load(f)
+        config["controller"] = self.controller.address
+        self.pictl_config = os.path.join(self.controller.dir, "pictl-queue.json")
+        # Relative certificate paths in the config are relative to its own directory.
+        for key in ("ca_file", "cert_file", "key_file"):
+            if not os.path.isabs(config[key]):
+                config[key] = os.path.join(self.controller.admin_dir, config[key])
+        with open(self.pictl_config, "w") as f:
+            json.dump(config, f)
+
+    def pictl(self, *args, expect=0):
+        result = subprocess.run([os.environ["PI_PICTL_BIN"], "--config", self.pictl_config, *args],
+                                capture_output=True, text=True, timeout=30)
+        self.assertEqual(result.returncode, expect, f"pictl {args}: {result.stdout}{result.stderr}")
+        return result
+
+    def pictl_json(self, *args):
+        return json.loads(self.pictl("--json", *args).stdout)
+
+    def test_publish_stats_and_dead_letters_round_trip(self):
+        published = self.pictl_json("queue", "publish", self.route_name, "--data", "hello",
+                                    "-H", "content-type=text/plain")
+        self.assertTrue(published["id"])
+        stats = self.pictl_json("queue", "stats", self.route_name)["routes"][0]
+        # int64 fields are JSON strings in the proto's JSON mapping.
+        self.assertEqual((stats["route"], int(stats["queued"]), int(stats["enqueued"])),
+                         (self.route_name, 1, 1))
+
+        worker = GrpcWorker(self.ports["worker_grpc"])
+        self.addCleanup(worker.close)
+        [item] = worker.dequeue(self.pull_path, batch=10)
+        self.assertEqual((item.id, item.payload), (published["id"], b"hello"))
+        self.assertEqual(lower_keys(item.headers).get("content-type"), "text/plain")
+        worker.nack(self.pull_path, lease_id=item.lease_id, dead=True, reason="bad input")
+
+        dead = self.pictl_json("queue", "dead", "list", self.route_name)["items"]
+        self.assertEqual([(d["id"], d["reason"]) for d in dead], [(item.id, "bad input")])
+        table = self.pictl("queue", "dead", "list", self.route_name).stdout
+        self.assertIn(item.id, table)
+        self.pictl("queue", "dead", "requeue", self.route_name, "--all")
+        self.assertEqual(self.depth(), (1, 0, 0, 0))
+        [again] = worker.dequeue(self.pull_path)
+        self.assertEqual((again.id, again.attempt), (item.id, 1))
+        worker.nack(self.pull_path, lease_id=again.lease_id, dead=True, reason="still bad")
+        self.pictl("queue", "dead", "delete", self.route_name, item.id)
+        self.assertEqual(self.depth(), (0, 0, 0, 0))
+
+    def test_errors_are_one_clear_line_and_change_nothing(self):
+        unknown = self.pictl("queue", "stats", "no-such-route", expect=1)
+        self.assertIn("no-such-route", unknown.stderr)
+        self.assertEqual(len(unknown.stderr.strip().splitlines()), 1, unknown.stderr)
+        self.pictl("queue", "publish", self.route_name, expect=2)  # neither --data nor --file
+        self.assertEqual(self.depth(), (0, 0, 0, 0))
 
 
 # ---- Interoperability: a plain grpcio client, no project code ----------------------------------

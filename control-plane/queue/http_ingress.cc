@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "common/text/utf8.h"
+#include "control-plane/queue/http_status.h"
 
 namespace pi::controlplane::queue {
 namespace {
@@ -44,24 +45,8 @@ NewMessage ToMessage(common::HttpRequest& request) {
 }
 
 common::HttpResponse EnqueueAnswer(const absl::StatusOr<std::string>& id) {
-  if (id.ok())
-    return common::JsonResponse(202, nlohmann::json{{"id", *id}}.dump(
-                                         -1, ' ', false, nlohmann::json::error_handler_t::replace));
-  const std::string detail(id.status().message());
-  common::HttpResponse response;
-  switch (id.status().code()) {
-    case absl::StatusCode::kResourceExhausted:
-      response = common::JsonError(503, "queue_full", detail);
-      break;
-    case absl::StatusCode::kUnavailable:
-      response = common::JsonError(503, "unavailable", detail);
-      break;
-    default:
-      return common::JsonError(500, "internal", detail);
-  }
-  // Both are transient: a sender may try again shortly.
-  response.headers.emplace_back("Retry-After", "1");
-  return response;
+  if (!id.ok()) return HttpErrorFor(id.status());
+  return common::JsonResponse(202, nlohmann::json{{"id", *id}}.dump());
 }
 
 common::HttpServer::Options ServerOptions(size_t max_body_bytes) {

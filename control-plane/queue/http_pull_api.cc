@@ -15,6 +15,7 @@
 #include "absl/strings/escaping.h"
 #include "common/config/json_config.h"
 #include "common/grpc/proto_time.h"
+#include "control-plane/queue/http_status.h"
 
 namespace pi::controlplane::queue {
 namespace {
@@ -54,29 +55,6 @@ std::optional<Call> ParsePath(std::string_view path, std::string_view prefix) {
     if (name == operation_name) return Call{std::string(path.substr(0, slash)), operation};
   }
   return std::nullopt;
-}
-
-HttpResponse ErrorAnswer(const absl::Status& status) {
-  const std::string detail(status.message());
-  switch (status.code()) {
-    case absl::StatusCode::kInvalidArgument:
-      return common::JsonError(400, "invalid_argument", detail);
-    case absl::StatusCode::kUnauthenticated: {
-      auto response = common::JsonError(401, "unauthenticated", detail);
-      response.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return response;
-    }
-    case absl::StatusCode::kNotFound:
-      return common::JsonError(404, "not_found", detail);
-    case absl::StatusCode::kFailedPrecondition:
-      return common::JsonError(409, "lease_conflict", detail);
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kCancelled:
-    case absl::StatusCode::kDeadlineExceeded:
-      return common::JsonError(503, "unavailable", detail);
-    default:
-      return common::JsonError(500, "internal", detail);
-  }
 }
 
 std::string FormatTimestamp(WallTime time) {
@@ -146,7 +124,7 @@ absl::StatusOr<LeaseSelection> ReadLeaseSelection(const json& body, common::Conf
 // conflicts, or 409 with the same body when there are conflicts.
 HttpResponse SettleAnswer(const absl::StatusOr<std::vector<LeaseResult>>& results, bool single,
                           const char* count_field) {
-  if (!results.ok()) return ErrorAnswer(results.status());
+  if (!results.ok()) return HttpErrorFor(results.status());
   if (single) {
     if (!results->empty() && results->front().outcome == LeaseOutcome::kApplied) {
       return HttpResponse(204, "application/json", "");
@@ -190,7 +168,7 @@ class PullCall {
 
   void Run(const Call& call) {
     auto body = ParseBody(request_.body);
-    if (!body.ok()) return respond_(ErrorAnswer(body.status()));
+    if (!body.ok()) return respond_(HttpErrorFor(body.status()));
     common::ConfigReader reader(*body, "");
     switch (call.operation) {
       case Operation::kDequeue:
@@ -223,14 +201,14 @@ class PullCall {
     reader.Read("max_wait", &dequeue.max_wait, std::chrono::nanoseconds(0), kMaxDuration);
     reader.Read("lease_ttl", &dequeue.lease_ttl, std::chrono::nanoseconds(0), kMaxDuration);
     auto route = Authorize(endpoint, reader);
-    if (!route.ok()) return respond_(ErrorAnswer(route.status()));
+    if (!route.ok()) return respond_(HttpErrorFor(route.status()));
     dequeue.route = *route;
     // The engine clamps to the route's limit; this only keeps the value an int.
     dequeue.batch = static_cast<int>(std::min<int64_t>(batch, kMaxDequeueBatch));
     HttpResponder respond = respond_;
     const uint64_t ticket = engine_.Dequeue(
         std::move(dequeue), [respond](absl::StatusOr<std::vector<LeasedItem>> items) {
-          if (!items.ok()) return respond(ErrorAnswer(items.status()));
+          if (!items.ok()) return respond(HttpErrorFor(items.status()));
           json list = json::array();
           for (const LeasedItem& item : *items) list.push_back(ItemToJson(item));
           respond(common::JsonResponse(200, Dump(json{{"items", std::move(list)}})));
@@ -248,7 +226,7 @@ class PullCall {
       reader.Read("reason", &nack.reason);
     }
     auto route = Authorize(call.endpoint, reader, selection.status());
-    if (!route.ok()) return respond_(ErrorAnswer(route.status()));
+    if (!route.ok()) return respond_(HttpErrorFor(route.status()));
     const bool single = selection->single;
     HttpResponder respond = respond_;
     if (call.operation == Operation::kAck) {
@@ -272,10 +250,10 @@ class PullCall {
     auto route = Authorize(
         endpoint, reader,
         lease_id.empty() ? absl::InvalidArgumentError("lease_id is required") : absl::OkStatus());
-    if (!route.ok()) return respond_(ErrorAnswer(route.status()));
+    if (!route.ok()) return respond_(HttpErrorFor(route.status()));
     HttpResponder respond = respond_;
     engine_.Extend(*route, lease_id, extend_by, [respond](absl::Status status) {
-      if (!status.ok()) return respond(ErrorAnswer(status));
+      if (!status.ok()) return respond(HttpErrorFor(status));
       respond(HttpResponse(204, "application/json", ""));
     });
   }

@@ -55,8 +55,9 @@ def http_request(port, method, path, body=b"", headers=None, timeout=30):
             connection.request(method, path, body=body, headers=headers or {})
         except (BrokenPipeError, ConnectionResetError):
             # A server may answer (413) and close before reading all of an oversize body; the
-            # answer is still there to read.
-            pass
+            # answer is still there to read, unless the connection is gone (a killed server).
+            if connection.sock is None:
+                raise
         response = connection.getresponse()
         data = response.read()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, data

@@ -210,18 +210,31 @@ wire::DequeueItem DequeueOne(wire::WorkerService::Stub& stub, const std::string&
   return result.response.items(0);
 }
 
-struct AckResult {
+// The status and response of one settling call (Ack or Nack).
+template <typename Response>
+struct SettleResult {
   grpc::Status status;
-  wire::AckResponse response;
+  Response response;
 };
+using AckResult = SettleResult<wire::AckResponse>;
+using NackResult = SettleResult<wire::NackResponse>;
+
+template <typename Request, typename Response>
+SettleResult<Response> Settle(grpc::Status (wire::WorkerService::Stub::*method)(
+                                  grpc::ClientContext*, const Request&, Response*),
+                              wire::WorkerService::Stub& stub, const Request& request,
+                              const std::string& authorization,
+                              std::optional<std::chrono::milliseconds> deadline) {
+  Call call(authorization, deadline);
+  SettleResult<Response> result;
+  result.status = (stub.*method)(&call.context, request, &result.response);
+  return result;
+}
 
 AckResult Ack(wire::WorkerService::Stub& stub, const wire::AckRequest& request,
               const std::string& authorization = Bearer(kGlobalToken),
               std::optional<std::chrono::milliseconds> deadline = seconds(10)) {
-  Call call(authorization, deadline);
-  AckResult result;
-  result.status = stub.Ack(&call.context, request, &result.response);
-  return result;
+  return Settle(&wire::WorkerService::Stub::Ack, stub, request, authorization, deadline);
 }
 
 wire::AckRequest AckOf(const std::string& endpoint, const std::string& lease_id) {
@@ -238,18 +251,10 @@ wire::AckRequest AckBatch(const std::string& endpoint, const std::vector<std::st
   return request;
 }
 
-struct NackResult {
-  grpc::Status status;
-  wire::NackResponse response;
-};
-
 NackResult Nack(wire::WorkerService::Stub& stub, const wire::NackRequest& request,
                 const std::string& authorization = Bearer(kGlobalToken),
                 std::optional<std::chrono::milliseconds> deadline = seconds(10)) {
-  Call call(authorization, deadline);
-  NackResult result;
-  result.status = stub.Nack(&call.context, request, &result.response);
-  return result;
+  return Settle(&wire::WorkerService::Stub::Nack, stub, request, authorization, deadline);
 }
 
 wire::NackRequest NackOf(const std::string& endpoint, const std::string& lease_id) {

@@ -51,6 +51,18 @@ void ReadCluster(ConfigReader& reader, ControllerConfig& config) {
   }
 }
 
+void ReadReleases(ConfigReader& reader, release::ReleaseOptions& options) {
+  ReadSeconds(reader, "token_ttl", &options.token_ttl, std::chrono::minutes(1), hours(24));
+  ReadSeconds(reader, "default_timeout", &options.default_timeout, seconds(1), hours(24));
+  ReadSeconds(reader, "runner_silence_limit", &options.runner_silence_limit, seconds(5), hours(1));
+  int64_t max_attempts = options.default_max_attempts;
+  reader.Read("default_max_attempts", &max_attempts, 1, options.max_max_attempts);
+  options.default_max_attempts = static_cast<int>(max_attempts);
+  if (reader.ok() && options.default_timeout > options.token_ttl) {
+    reader.Fail("default_timeout", "must not be longer than token_ttl");
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path,
@@ -103,6 +115,15 @@ absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path,
   });
   reader.Section("queues", [&](ConfigReader& section) {
     queue::ReadQueuesConfig(section, {config.listen, config.http_listen}, config.queues);
+  });
+  reader.Section("releases",
+                 [&](ConfigReader& section) { ReadReleases(section, config.releases); });
+  reader.Section("provisioning", [&](ConfigReader& section) {
+    section.Read("profiles_dir", &config.profiles_dir);
+    if (section.ok() && (config.profiles_dir.empty() || config.profiles_dir.front() != '/' ||
+                         common::HasDotDotComponent(config.profiles_dir))) {
+      section.Fail("profiles_dir", "must be an absolute path without \"..\"");
+    }
   });
   if (absl::Status status = reader.Finish(); !status.ok()) {
     return absl::InvalidArgumentError(fmt::format("{}: {}", path, std::string(status.message())));

@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "control-plane/cluster/cluster.h"
 #include "control-plane/queue/queue_config.h"
+#include "control-plane/release/release_engine.h"
 
 namespace pi::controlplane {
 
@@ -42,8 +43,13 @@ struct ControllerConfig {
   // Durable work queues: routes, HTTP ingress, the HTTP Pull API and the worker gRPC listener.
   queue::QueuesConfig queues;
 
+  // Releases and runners (the "releases" section) and where provisioning profiles are read from.
+  release::ReleaseOptions releases;
+  std::string profiles_dir = "/etc/pi-controller/profiles";
+
   std::string DatabasePath() const { return state_dir + "/cluster.db"; }
   std::string QueueDatabasePath() const { return state_dir + "/queue.db"; }
+  std::string ReleaseDatabasePath() const { return state_dir + "/release.db"; }
   std::string CaDir() const { return ca_dir.empty() ? state_dir : ca_dir; }
   bool CertificateConfigured() const { return !tls_cert_file.empty(); }
   std::string CertFile() const {

@@ -27,11 +27,15 @@
 #include "control-plane/cluster/controller_identity.h"
 #include "control-plane/cluster/health_poller.h"
 #include "control-plane/controller_config.h"
+#include "control-plane/provisioning/provisioner.h"
 #include "control-plane/queue/http_ingress.h"
 #include "control-plane/queue/http_pull_api.h"
 #include "control-plane/queue/queue_engine.h"
 #include "control-plane/queue/sqlite_queue_store.h"
 #include "control-plane/queue/worker_service.h"
+#include "control-plane/release/release_engine.h"
+#include "control-plane/release/runner_service.h"
+#include "control-plane/release/sqlite_release_store.h"
 #include "control-plane/store/sqlite_cluster_store.h"
 
 namespace pi::controlplane {
@@ -223,6 +227,32 @@ void WriteQueueMetrics(queue::QueueEngine& engine, common::PrometheusTextWriter&
   }
 }
 
+void WriteReleaseMetrics(release::ReleaseEngine& releases, common::PrometheusTextWriter& writer) {
+  const release::ReleaseCounts counts = releases.Counts();
+  writer.Family("pi_controller_releases", "Releases that have not ended, by state", "gauge");
+  for (const auto& [state, count] : counts.unfinished) {
+    writer.Sample("pi_controller_releases", {{"state", std::string(release::StateName(state))}},
+                  static_cast<double>(count));
+  }
+  writer.Family("pi_controller_releases_finished_total",
+                "Releases that ended since the controller started, by final state", "counter");
+  for (release::ReleaseState state :
+       {release::ReleaseState::kSucceeded, release::ReleaseState::kFailed,
+        release::ReleaseState::kCancelled, release::ReleaseState::kTimedOut}) {
+    const auto found = counts.finished_since_start.find(state);
+    writer.Sample(
+        "pi_controller_releases_finished_total",
+        {{"state", std::string(release::StateName(state))}},
+        found == counts.finished_since_start.end() ? 0.0 : static_cast<double>(found->second));
+  }
+  writer.Family("pi_controller_release_assignments_total",
+                "Releases handed to runners since the controller started", "counter");
+  writer.Sample("pi_controller_release_assignments_total",
+                static_cast<double>(counts.assignments_since_start));
+  writer.Family("pi_controller_runners_connected", "Runners connected now", "gauge");
+  writer.Sample("pi_controller_runners_connected", static_cast<double>(counts.runners));
+}
+
 void WriteMetrics(cluster::Cluster& cluster, common::PrometheusTextWriter& writer) {
   std::map<store::NodeState, int> counts;
   for (store::NodeState state :
@@ -272,10 +302,17 @@ int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& si
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> worker_credentials =
       queue::WorkerServerCredentials(config.queues.tls);
   if (!worker_credentials.ok()) return Fail(worker_credentials.status());
+  absl::StatusOr<std::unique_ptr<release::SqliteReleaseStore>> release_store =
+      release::SqliteReleaseStore::Open(config.ReleaseDatabasePath());
+  if (!release_store.ok()) return Fail(release_store.status());
   if (flags.check_config) {
     std::printf("pi-controller: %s is valid\n", flags.config_path.c_str());
     return 0;
   }
+  // Opened after the check: it settles releases whose runners were lost, which writes.
+  absl::StatusOr<std::unique_ptr<release::ReleaseEngine>> releases =
+      release::ReleaseEngine::Open(**release_store, common::RealClock(), config.releases);
+  if (!releases.ok()) return Fail(releases.status());
 
   common::InitLogging("pi-controller", config.log_level);
   RaiseOpenFileLimit();
@@ -283,8 +320,17 @@ int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& si
     spdlog::info("issued a new controller certificate {}", config.CertFile());
   }
   cluster::AgentDialer dialer(*agent_credentials);
-  cluster::ControlPlaneService control_plane(**cluster);
-  admin::AdminService admin_service(**cluster, dialer, {config.admin_max_streams}, **queues);
+  (*releases)->Start();
+  provisioning::Provisioner provisioner(**releases, **cluster, config.profiles_dir);
+  // A node's pi-agent may register as a runner only while it is a member of the cluster.
+  release::RunnerService runner_service(
+      **releases, [&cluster](const common::Identity& identity, const std::string& cert_sha256) {
+        if (identity.role != common::Role::kNode) return absl::OkStatus();
+        return (*cluster)->AuthenticateNode(cluster::Caller{identity, cert_sha256});
+      });
+  cluster::ControlPlaneService control_plane(**cluster, &provisioner);
+  admin::AdminService admin_service(**cluster, dialer, {config.admin_max_streams}, **queues,
+                                    **releases);
   const queue::RouteTable routes(config.queues);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -295,6 +341,7 @@ int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& si
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
   builder.RegisterService(&control_plane);
   builder.RegisterService(&admin_service);
+  builder.RegisterService(&runner_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || grpc_port == 0) {
     return Fail(absl::UnavailableError(fmt::format("cannot listen on {} for gRPC", config.listen)));
@@ -340,10 +387,11 @@ int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& si
   }
 
   common::HttpServer http;
-  http.Handle("GET", "/metrics", [&cluster, &queues](const common::HttpRequest&) {
+  http.Handle("GET", "/metrics", [&cluster, &queues, &releases](const common::HttpRequest&) {
     common::PrometheusTextWriter writer;
     WriteMetrics(**cluster, writer);
     WriteQueueMetrics(**queues, writer);
+    WriteReleaseMetrics(**releases, writer);
     return common::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", writer.text()};
   });
   http.Handle("GET", "/healthz", [](const common::HttpRequest&) {
@@ -429,6 +477,9 @@ int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& si
   ingress.Stop();
   pull_api.Stop();
   admin_service.Shutdown();
+  runner_service.Shutdown();
+  // Ends runner streams and follows; unfinished releases are settled at the next start.
+  (*releases)->Shutdown();
   poller.Stop();
   // One deadline for both servers: calls still running then are cancelled, and clients that keep
   // idle connections open (which gRPC waits for until the deadline) cannot hold the stop longer.

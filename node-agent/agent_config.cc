@@ -177,6 +177,24 @@ void ReadLogs(ConfigReader& reader, logs::LogsConfig& logs) {
   reader.Read("max_limit", &logs.max_limit, 0, 10'000'000);
 }
 
+void ReadRunner(ConfigReader& reader, RunnerConfig& config) {
+  reader.Read("enabled", &config.enabled);
+  ReadInt(reader, "max_concurrent", &config.max_concurrent, 1, 64);
+  runner::ProvisionPolicy& policy = config.provision;
+  reader.Read("filesystem_root", &policy.filesystem_root);
+  if (policy.filesystem_root.empty()) reader.Fail("filesystem_root", "must not be empty");
+  RequireAbsolutePath(reader, "filesystem_root", policy.filesystem_root);
+  reader.Read("allowed_write_roots", &policy.allowed_write_roots);
+  for (const auto& root : policy.allowed_write_roots) {
+    if (root.empty()) reader.Fail("allowed_write_roots", "entries must not be empty");
+    RequireAbsolutePath(reader, "allowed_write_roots", root);
+  }
+  ReadMilliseconds(reader, "reconnect_max_backoff", &config.reconnect_max_backoff, seconds(1),
+                   hours(1));
+  ReadMilliseconds(reader, "heartbeat_interval", &config.heartbeat_interval, milliseconds(100),
+                   seconds(60));
+}
+
 }  // namespace
 
 absl::StatusOr<AgentConfig> ParseAgentConfig(const nlohmann::json& document) {
@@ -205,6 +223,7 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(const nlohmann::json& document) {
   reader.Section("logs", [&](ConfigReader& logs) { ReadLogs(logs, config.logs); });
   reader.Section("control_plane",
                  [&](ConfigReader& section) { ReadControlPlane(section, config.control_plane); });
+  reader.Section("runner", [&](ConfigReader& section) { ReadRunner(section, config.runner); });
   if (auto status = reader.Finish(); !status.ok()) return status;
   return config;
 }

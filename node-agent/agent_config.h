@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -12,6 +13,7 @@
 #include "node-agent/logs/log_streamer.h"
 #include "node-agent/metrics/collector.h"
 #include "node-agent/metrics/cpu_sampler.h"
+#include "node-agent/runner/profile_executor.h"
 
 namespace pi::agent {
 
@@ -27,6 +29,25 @@ struct ControlPlaneConfig {
   std::string advertise_address;
   // Sent with the registration; the controller applies them on the first join only.
   std::map<std::string, std::string> labels;
+};
+
+// The "runner" section: a joined agent takes the provisioning releases pinned to its node from the
+// controller's RunnerService (DESIGN 4.2, 5.3). A standalone agent never runs it.
+struct RunnerConfig {
+  bool enabled = true;
+  // Provisioning releases run at once; more are refused and wait for a free slot.
+  int max_concurrent = 1;
+  // filesystem_root: what profiles see as "/" (an image being prepared can be mounted elsewhere).
+  // allowed_write_roots: the only places a profile may write, as the profile names them: what
+  // the example profiles need (motd, hostname, k3s agent join) and a directory of their own.
+  runner::ProvisionPolicy provision{
+      .filesystem_root = "/",
+      .allowed_write_roots = {"/etc/motd", "/etc/hostname", "/etc/pi-provision",
+                              "/etc/rancher/k3s"}};
+  // Reconnects to the controller back off exponentially from 1s up to this.
+  std::chrono::milliseconds reconnect_max_backoff{std::chrono::seconds(30)};
+  // The controller drops a runner silent for 90s, so at most 60s.
+  std::chrono::milliseconds heartbeat_interval{std::chrono::seconds(10)};
 };
 
 // Everything in /etc/pi-agent/agent.json. Defaults are what an operator gets with an empty file.
@@ -54,6 +75,7 @@ struct AgentConfig {
   gpio::GpioConfig gpio;
   exec::ExecPolicy exec;
   logs::LogsConfig logs;
+  RunnerConfig runner;
 };
 
 // Reads and validates agent.json. Errors name the file and the offending key.

@@ -30,6 +30,8 @@
 #include "node-agent/join/health_summary.h"
 #include "node-agent/join/port_reservation.h"
 #include "node-agent/metrics/node_exporter_text.h"
+#include "node-agent/runner/profile_executor.h"
+#include "node-agent/runner/runner_client.h"
 
 namespace pi::agent {
 namespace {
@@ -345,6 +347,22 @@ int Run(const Flags& flags) {
         options);
     heartbeater->Start();
   }
+  // A joined agent is the Forest runner of the provisioning releases pinned to its node.
+  std::unique_ptr<runner::ProfileExecutor> provisioner;
+  std::unique_ptr<runner::RunnerClient> runner_client;
+  if (enrollment && config.runner.enabled) {
+    provisioner =
+        std::make_unique<runner::ProfileExecutor>(config.runner.provision, executor, gpio->get());
+    runner::RunnerClientOptions options;
+    options.address = enrollment->address;
+    options.node_id = enrollment->node_id;
+    options.tls = {state.ca_file(), state.cert_file(), state.key_file()};
+    options.max_concurrent = config.runner.max_concurrent;
+    options.heartbeat_interval = config.runner.heartbeat_interval;
+    options.max_backoff = config.runner.reconnect_max_backoff;
+    runner_client = std::make_unique<runner::RunnerClient>(std::move(options), *provisioner);
+    runner_client->Start();
+  }
   if (auto status = common::SdNotify("READY=1\nSTATUS=serving"); !status.ok()) {
     spdlog::warn("{}", std::string(status.message()));
   }
@@ -376,6 +394,8 @@ int Run(const Flags& flags) {
 
   spdlog::info("received {}, shutting down", strsignal(received));
   common::SdNotify("STOPPING=1").IgnoreError();
+  // Running releases are cancelled and report their outcome while the controller is reachable.
+  if (runner_client) runner_client->Stop();
   if (heartbeater) heartbeater->Stop();
   server->GetHealthCheckService()->SetServingStatus(false);
   service.CancelAll();

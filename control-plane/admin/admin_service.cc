@@ -6,13 +6,16 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
+#include <optional>
 
 #include "common/grpc/proto_time.h"
 #include "common/grpc/status.h"
 #include "common/grpc/unary_task.h"
 #include "common/system/cancel_token.h"
 #include "common/tls/peer_identity.h"
+#include "control-plane/admin/release_wire.h"
 #include "control-plane/cluster/cluster_grpc.h"
 #include "picontroller/v1/agent.grpc.pb.h"
 
@@ -29,6 +32,9 @@ constexpr int kMaxDeadLetterLimit = 1000;
 // Ids per RequeueDeadLetters or DeleteDeadLetters call.
 constexpr int kMaxDeadLetterIds = 1000;
 constexpr std::chrono::milliseconds kWatchWakeup{500};
+// Events a FollowRelease stream may hold for a slow reader before it is ended (the reader can
+// resume from the last line it got).
+constexpr size_t kMaxFollowBacklogBytes = 16 * 1024 * 1024;
 
 // A call answered before it started: refused, or answered from memory.
 class FinishedUnary : public grpc::ServerUnaryReactor {
@@ -282,8 +288,174 @@ class AdminService::WatchReactor : public grpc::ServerWriteReactor<pb::ClusterCh
   pb::ClusterChange message_;
 };
 
+// Streams a release's events from the engine. The engine calls the sink with its lock held, so the
+// sink only queues; writes go out one at a time as the previous one completes. The stream ends
+// after the engine's last event (OK), when the engine or the service stops (UNAVAILABLE), when the
+// admin cancels, or when a slow reader lets too much pile up (RESOURCE_EXHAUSTED).
+class AdminService::FollowReactor : public grpc::ServerWriteReactor<pb::ReleaseEvent> {
+ public:
+  FollowReactor(AdminService* service, std::string id, int64_t after_sequence)
+      : service_(service), id_(std::move(id)), after_sequence_(after_sequence) {}
+
+  // Registers the reactor and starts following on a task thread. On error nothing was started
+  // and the caller deletes the reactor.
+  absl::Status Begin() {
+    {
+      std::lock_guard lock(service_->follows_mu_);
+      service_->follows_.insert(this);
+    }
+    absl::Status started = service_->blocking_.Run([this] { Follow(); });
+    if (!started.ok()) {
+      std::lock_guard lock(service_->follows_mu_);
+      service_->follows_.erase(this);
+    }
+    return started;
+  }
+
+  // Ends the stream at once, dropping what was not written yet.
+  void Stop(const absl::Status& status) {
+    {
+      std::lock_guard lock(mu_);
+      backlog_.clear();
+      if (!end_.has_value()) end_ = status;
+    }
+    Pump();
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      std::lock_guard lock(mu_);
+      writing_ = false;
+      if (!ok) cancelled_ = true;
+    }
+    Pump();
+  }
+  void OnCancel() override {
+    {
+      std::lock_guard lock(mu_);
+      cancelled_ = true;
+    }
+    Pump();
+  }
+  void OnDone() override {
+    bool settled;
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+      settled = follow_settled_;
+    }
+    if (settled) CleanUp();
+  }
+
+ private:
+  void Follow() {
+    // A Shutdown that ran before this stream was listed did not see it.
+    if (service_->stopping_) Stop(absl::UnavailableError("pi-controller is shutting down"));
+    release::FollowSink sink;
+    sink.on_event = [this](const release::ReleaseEvent& event) { Enqueue(event); };
+    sink.on_end = [this](const absl::Status& status) { End(status); };
+    absl::StatusOr<uint64_t> handle = service_->releases_.Follow(id_, after_sequence_, sink);
+    if (!handle.ok()) End(handle.status());
+    bool done;
+    {
+      std::lock_guard lock(mu_);
+      if (handle.ok()) handle_ = *handle;
+      follow_settled_ = true;
+      done = done_;
+    }
+    if (done) CleanUp();
+  }
+
+  // Unfollow takes the engine's lock, which store writes hold: not on gRPC's callback thread.
+  void CleanUp() {
+    if (!service_->blocking_.Run([this] { Forget(); }).ok()) Forget();
+  }
+  void Forget() {
+    if (handle_.has_value()) service_->releases_.Unfollow(*handle_);
+    {
+      std::lock_guard lock(service_->follows_mu_);
+      service_->follows_.erase(this);
+    }
+    service_->ReleaseStream();
+    delete this;
+  }
+
+  void Enqueue(const release::ReleaseEvent& event) {
+    {
+      std::lock_guard lock(mu_);
+      if (end_.has_value()) return;
+      pb::ReleaseEvent message;
+      if (event.release.has_value()) ToProto(*event.release, message.mutable_release());
+      if (event.log.has_value()) {
+        ToProto(*event.log, message.mutable_log());
+        last_sequence_ = event.log->sequence;
+      }
+      backlog_bytes_ += message.ByteSizeLong();
+      backlog_.push_back(std::move(message));
+      if (backlog_bytes_ > kMaxFollowBacklogBytes) {
+        end_ = absl::ResourceExhaustedError(fmt::format(
+            "release {}: the reader fell too far behind; follow again with after_sequence {}", id_,
+            last_sequence_));
+      }
+    }
+    Pump();
+  }
+
+  void End(const absl::Status& status) {
+    {
+      std::lock_guard lock(mu_);
+      if (!end_.has_value()) end_ = status;
+    }
+    Pump();
+  }
+
+  // Starts the next write, or finishes once nothing is being written and nothing more will be.
+  void Pump() {
+    std::unique_lock lock(mu_);
+    if (finished_ || writing_) return;
+    if (!cancelled_ && !backlog_.empty()) {
+      message_ = std::move(backlog_.front());
+      backlog_.pop_front();
+      backlog_bytes_ -= message_.ByteSizeLong();
+      writing_ = true;
+      lock.unlock();
+      StartWrite(&message_);
+      return;
+    }
+    if (!cancelled_ && !end_.has_value()) return;
+    finished_ = true;
+    const grpc::Status status = cancelled_ ? grpc::Status::CANCELLED : common::ToGrpcStatus(*end_);
+    lock.unlock();
+    Finish(status);
+  }
+
+  AdminService* const service_;
+  const std::string id_;
+  const int64_t after_sequence_;
+  std::mutex mu_;
+  std::deque<pb::ReleaseEvent> backlog_;
+  size_t backlog_bytes_ = 0;
+  int64_t last_sequence_ = 0;
+  pb::ReleaseEvent message_;
+  bool writing_ = false;
+  bool cancelled_ = false;
+  bool finished_ = false;
+  std::optional<absl::Status> end_;
+  // Follow() has returned (handle_ is set when it succeeded) and OnDone has run: together they
+  // decide who cleans up.
+  bool follow_settled_ = false;
+  bool done_ = false;
+  std::optional<uint64_t> handle_;
+};
+
 void AdminService::Shutdown() {
   stopping_ = true;
+  {
+    std::lock_guard lock(follows_mu_);
+    for (FollowReactor* follow : follows_) {
+      follow->Stop(absl::UnavailableError("pi-controller is shutting down"));
+    }
+  }
   std::lock_guard lock(log_proxies_mu_);
   for (LogProxyReactor* proxy : log_proxies_) proxy->Cancel();
 }
@@ -757,6 +929,147 @@ grpc::ServerUnaryReactor* AdminService::Publish(grpc::CallbackServerContext* con
                     reactor->Finish(common::ToGrpcStatus(id.status()));
                   });
   return reactor;
+}
+
+// ---- releases --------------------------------------------------------------------------------
+// The engine writes to its store under its lock: every call runs on a task thread.
+
+grpc::ServerUnaryReactor* AdminService::CreateRelease(grpc::CallbackServerContext* context,
+                                                      const pb::CreateReleaseRequest* request,
+                                                      pb::Release* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "CreateRelease");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  absl::StatusOr<release::NewRelease> wanted = FromProto(*request, caller->ToString());
+  if (!wanted.ok()) return new FinishedUnary(wanted.status());
+  return common::FinishUnaryOnTask(
+      context, blocking_,
+      [this, wanted = *std::move(wanted), who = caller->ToString(),
+       response]() mutable -> absl::Status {
+        absl::StatusOr<release::Release> created = releases_.Create(std::move(wanted));
+        if (!created.ok()) return created.status();
+        spdlog::info("{} created release {} for {}{}", who, created->id,
+                     release::DestinationTypeText(created->type),
+                     created->node_id.empty() ? "" : " on node " + created->node_id);
+        ToProto(*created, response);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminService::ListReleases(grpc::CallbackServerContext* context,
+                                                     const pb::ListReleasesRequest* request,
+                                                     pb::ListReleasesResponse* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "ListReleases");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  absl::StatusOr<release::ReleaseFilter> filter = FromProto(*request);
+  if (!filter.ok()) return new FinishedUnary(filter.status());
+  return common::FinishUnaryOnTask(
+      context, blocking_, [this, filter = *std::move(filter), response]() -> absl::Status {
+        absl::StatusOr<std::vector<release::Release>> listed = releases_.List(filter);
+        if (!listed.ok()) return listed.status();
+        for (const release::Release& item : *listed) ToProto(item, response->add_releases());
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminService::GetRelease(grpc::CallbackServerContext* context,
+                                                   const pb::ReleaseRef* request,
+                                                   pb::Release* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "GetRelease");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  if (request->id().empty()) {
+    return new FinishedUnary(absl::InvalidArgumentError("give the release id"));
+  }
+  return common::FinishUnaryOnTask(context, blocking_,
+                                   [this, id = request->id(), response]() -> absl::Status {
+                                     absl::StatusOr<release::Release> got = releases_.Get(id);
+                                     if (!got.ok()) return got.status();
+                                     ToProto(*got, response);
+                                     return absl::OkStatus();
+                                   });
+}
+
+grpc::ServerUnaryReactor* AdminService::CancelRelease(grpc::CallbackServerContext* context,
+                                                      const pb::ReleaseRef* request,
+                                                      pb::Release* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "CancelRelease");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  if (request->id().empty()) {
+    return new FinishedUnary(absl::InvalidArgumentError("give the id of the release to cancel"));
+  }
+  return common::FinishUnaryOnTask(
+      context, blocking_,
+      [this, id = request->id(), who = caller->ToString(), response]() -> absl::Status {
+        absl::StatusOr<release::Release> cancelled = releases_.Cancel(id, who);
+        if (!cancelled.ok()) return cancelled.status();
+        spdlog::info("{} cancelled release {}", who, id);
+        ToProto(*cancelled, response);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerWriteReactor<pb::ReleaseEvent>* AdminService::FollowRelease(
+    grpc::CallbackServerContext* context, const pb::FollowReleaseRequest* request) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "FollowRelease");
+  if (!caller.ok()) return new FinishedStream<pb::ReleaseEvent>(caller.status());
+  if (request->id().empty()) {
+    return new FinishedStream<pb::ReleaseEvent>(
+        absl::InvalidArgumentError("give the id of the release to follow"));
+  }
+  if (request->after_sequence() < 0) {
+    return new FinishedStream<pb::ReleaseEvent>(
+        absl::InvalidArgumentError("after_sequence must not be negative"));
+  }
+  if (absl::Status reserved = ReserveStream("FollowRelease"); !reserved.ok()) {
+    return new FinishedStream<pb::ReleaseEvent>(reserved);
+  }
+  auto* reactor = new FollowReactor(this, request->id(), request->after_sequence());
+  if (absl::Status started = reactor->Begin(); !started.ok()) {
+    delete reactor;
+    ReleaseStream();
+    return new FinishedStream<pb::ReleaseEvent>(started);
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminService::ListRunners(grpc::CallbackServerContext* context,
+                                                    const google::protobuf::Empty*,
+                                                    pb::ListRunnersResponse* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "ListRunners");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  return common::FinishUnaryOnTask(context, blocking_, [this, response]() -> absl::Status {
+    for (const release::RunnerView& runner : releases_.Runners()) {
+      ToProto(runner, response->add_runners());
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::GetProvisioning(grpc::CallbackServerContext* context,
+                                                        const pb::ProvisioningRef* request,
+                                                        pb::Provisioning* response) {
+  absl::StatusOr<common::Identity> caller = Authorize(context, "GetProvisioning");
+  if (!caller.ok()) return new FinishedUnary(caller.status());
+  if (request->id().empty()) {
+    return new FinishedUnary(absl::InvalidArgumentError("give the provisioning id"));
+  }
+  return common::FinishUnaryOnTask(
+      context, blocking_, [this, id = request->id(), response]() -> absl::Status {
+        absl::StatusOr<release::Provisioning> provisioning = releases_.GetProvisioning(id);
+        if (!provisioning.ok()) return provisioning.status();
+        response->set_id(provisioning->id);
+        response->set_profile(provisioning->profile);
+        response->set_plan(provisioning->plan);
+        response->mutable_parameters()->insert(provisioning->parameters.begin(),
+                                               provisioning->parameters.end());
+        *response->mutable_created_at() = common::ToProtoTimestamp(provisioning->created_at);
+        response->set_target(provisioning->target);
+        for (const std::string& release_id : provisioning->release_ids) {
+          absl::StatusOr<release::Release> item = releases_.Get(release_id);
+          if (!item.ok()) return item.status();
+          ToProto(*item, response->add_releases());
+        }
+        return absl::OkStatus();
+      });
 }
 
 }  // namespace pi::controlplane::admin

@@ -10,6 +10,7 @@
 #include "control-plane/cluster/agent_dialer.h"
 #include "control-plane/cluster/cluster.h"
 #include "control-plane/queue/queue_engine.h"
+#include "control-plane/release/release_engine.h"
 #include "picontroller/v1/admin.grpc.pb.h"
 
 namespace pi::controlplane::admin {
@@ -17,20 +18,28 @@ namespace pi::controlplane::admin {
 // The Admin gRPC adapter (DESIGN 4.3): admin identities only. Node operations go to the cluster
 // core; metrics, GPIO, commands and logs are proxied to the node's pi-agent over the controller's
 // own mTLS channel, so an admin needs only the controller's address. Queue administration (stats,
-// dead letters, publish) goes to the queue engine.
+// dead letters, publish) goes to the queue engine; releases, runners and provisioning records to
+// the release engine.
 class AdminService final : public picontroller::v1::Admin::CallbackService {
  public:
   struct Options {
-    // Concurrent StreamNodeLogs and WatchCluster calls each (RESOURCE_EXHAUSTED beyond).
+    // Concurrent StreamNodeLogs, WatchCluster and FollowRelease calls together
+    // (RESOURCE_EXHAUSTED beyond).
     int max_streams = 32;
   };
 
-  // `queues` must outlive the service (stop the server before destroying the engine).
+  // `queues` and `releases` must outlive the service (stop the server before destroying the
+  // engines).
   AdminService(cluster::Cluster& cluster, cluster::AgentDialer& dialer, Options options,
-               queue::QueueEngine& queues)
-      : cluster_(cluster), dialer_(dialer), queues_(queues), options_(options) {}
+               queue::QueueEngine& queues, release::ReleaseEngine& releases)
+      : cluster_(cluster),
+        dialer_(dialer),
+        queues_(queues),
+        releases_(releases),
+        options_(options) {}
 
-  // Ends every watch and proxied log stream with UNAVAILABLE; call before the server's Shutdown.
+  // Ends every watch, release follow and proxied log stream with UNAVAILABLE; call before the
+  // server's Shutdown.
   void Shutdown();
 
   grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* context,
@@ -98,7 +107,30 @@ class AdminService final : public picontroller::v1::Admin::CallbackService {
                                     const picontroller::v1::PublishRequest* request,
                                     picontroller::v1::PublishResponse* response) override;
 
+  grpc::ServerUnaryReactor* CreateRelease(grpc::CallbackServerContext* context,
+                                          const picontroller::v1::CreateReleaseRequest* request,
+                                          picontroller::v1::Release* response) override;
+  grpc::ServerUnaryReactor* ListReleases(grpc::CallbackServerContext* context,
+                                         const picontroller::v1::ListReleasesRequest* request,
+                                         picontroller::v1::ListReleasesResponse* response) override;
+  grpc::ServerUnaryReactor* GetRelease(grpc::CallbackServerContext* context,
+                                       const picontroller::v1::ReleaseRef* request,
+                                       picontroller::v1::Release* response) override;
+  grpc::ServerUnaryReactor* CancelRelease(grpc::CallbackServerContext* context,
+                                          const picontroller::v1::ReleaseRef* request,
+                                          picontroller::v1::Release* response) override;
+  grpc::ServerWriteReactor<picontroller::v1::ReleaseEvent>* FollowRelease(
+      grpc::CallbackServerContext* context,
+      const picontroller::v1::FollowReleaseRequest* request) override;
+  grpc::ServerUnaryReactor* ListRunners(grpc::CallbackServerContext* context,
+                                        const google::protobuf::Empty* request,
+                                        picontroller::v1::ListRunnersResponse* response) override;
+  grpc::ServerUnaryReactor* GetProvisioning(grpc::CallbackServerContext* context,
+                                            const picontroller::v1::ProvisioningRef* request,
+                                            picontroller::v1::Provisioning* response) override;
+
  private:
+  class FollowReactor;
   class WatchReactor;
   class LogProxyReactor;
   class ProxyUnaryReactor;
@@ -129,12 +161,16 @@ class AdminService final : public picontroller::v1::Admin::CallbackService {
   cluster::Cluster& cluster_;
   cluster::AgentDialer& dialer_;
   queue::QueueEngine& queues_;
+  release::ReleaseEngine& releases_;
   const Options options_;
   std::atomic<bool> stopping_{false};
   std::atomic<int> open_streams_{0};
   std::mutex log_proxies_mu_;
   // Registered from Begin until the admin's stream is done, so alive while listed.
   std::set<LogProxyReactor*> log_proxies_;
+  std::mutex follows_mu_;
+  // Registered while following the engine, so alive while listed.
+  std::set<FollowReactor*> follows_;
   // Store writes and watches run here, not on gRPC's callback threads.
   common::BlockingTasks blocking_;
 };

@@ -224,6 +224,11 @@ absl::StatusOr<RegistrationResult> Cluster::Join(const Registration& registratio
                             options_.heartbeat_interval};
 }
 
+absl::Status Cluster::AuthenticateNode(const Caller& caller) {
+  std::lock_guard lock(mu_);
+  return AuthenticateNodeLocked(caller);
+}
+
 absl::Status Cluster::AuthenticateNodeLocked(const Caller& caller) {
   if (!caller.identity.has_value() || caller.identity->role != common::Role::kNode) {
     return absl::PermissionDeniedError(fmt::format(

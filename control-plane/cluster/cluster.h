@@ -112,6 +112,9 @@ class Cluster {
   // A heartbeat; only `node:<node_id>` with the certificate that node joined with may send it.
   absl::Status ReportHealth(const Caller& caller, const std::string& node_id,
                             std::string health_summary);
+  // OK for a joined, not removed node presenting the certificate it joined with; PERMISSION_DENIED
+  // naming why otherwise. For services other than heartbeats that nodes call (RunnerService).
+  absl::Status AuthenticateNode(const Caller& caller);
   // The result of the controller's own poll of the agent's HealthCheck. OK and FAILED_PRECONDITION
   // (the agent answered but is degraded) are signs of life; any other error is only recorded.
   void RecordHealthCheck(const std::string& node_id, const absl::Status& result);

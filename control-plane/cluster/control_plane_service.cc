@@ -1,6 +1,7 @@
 #include "control-plane/cluster/control_plane_service.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <cmath>
@@ -149,13 +150,83 @@ grpc::ServerUnaryReactor* ControlPlaneService::SyncClusterState(
       });
 }
 
+absl::StatusOr<provisioning::ProvisioningSpec> FromProto(const pb::ProvisioningRequest& request) {
+  provisioning::ProvisioningSpec spec;
+  switch (request.target_case()) {
+    case pb::ProvisioningRequest::kNodeId:
+      spec.target = provisioning::TargetKind::kNode;
+      spec.node_id = request.node_id();
+      break;
+    case pb::ProvisioningRequest::kLabelSelector:
+      spec.target = provisioning::TargetKind::kSelector;
+      spec.label_selector = request.label_selector();
+      break;
+    case pb::ProvisioningRequest::kAllNodes:
+      if (!request.all_nodes()) {
+        return absl::InvalidArgumentError("all_nodes is false: name a node or a label selector");
+      }
+      spec.target = provisioning::TargetKind::kAll;
+      break;
+    case pb::ProvisioningRequest::TARGET_NOT_SET:
+      return absl::InvalidArgumentError("name the target: node_id, label_selector or all_nodes");
+  }
+  switch (request.mode()) {
+    case pb::ProvisioningRequest::MODE_UNSPECIFIED:
+    case pb::ProvisioningRequest::MODE_APPLY:
+      spec.plan = false;
+      break;
+    case pb::ProvisioningRequest::MODE_PLAN:
+      spec.plan = true;
+      break;
+    default:
+      return absl::InvalidArgumentError(fmt::format("mode {} is not a known provisioning mode",
+                                                    static_cast<int>(request.mode())));
+  }
+  spec.profile = request.profile();
+  spec.parameters.insert(request.parameters().begin(), request.parameters().end());
+  return spec;
+}
+
 grpc::ServerUnaryReactor* ControlPlaneService::RequestProvisioning(
-    grpc::CallbackServerContext* context, const pb::ProvisioningRequest*,
-    pb::ProvisioningResponse*) {
+    grpc::CallbackServerContext* context, const pb::ProvisioningRequest* request,
+    pb::ProvisioningResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                               "provisioning is not available in this pi-controller yet"));
-  return reactor;
+  const Caller caller = CallerFromContext(*context);
+  absl::Status allowed =
+      caller.identity.has_value()
+          ? common::RequireRole(*caller.identity, {common::Role::kAdmin},
+                                "ControlPlane.RequestProvisioning")
+          : absl::UnauthenticatedError("RequestProvisioning needs an admin certificate");
+  if (!allowed.ok()) {
+    reactor->Finish(common::ToGrpcStatus(allowed));
+    return reactor;
+  }
+  if (provisioner_ == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                 "provisioning is not enabled in this pi-controller"));
+    return reactor;
+  }
+  absl::StatusOr<provisioning::ProvisioningSpec> spec = FromProto(*request);
+  if (!spec.ok()) {
+    reactor->Finish(common::ToGrpcStatus(spec.status()));
+    return reactor;
+  }
+  // Reading the profile and the release commit touch the disk: not on gRPC's threads.
+  return common::FinishUnaryOnTask(
+      context, blocking_,
+      [this, spec = *std::move(spec), who = caller.identity->ToString(),
+       response]() -> absl::Status {
+        absl::StatusOr<provisioning::Requested> requested = provisioner_->Request(spec, who);
+        if (!requested.ok()) return requested.status();
+        const release::Provisioning& created = requested->provisioning;
+        spdlog::info("{} requested provisioning {} ({} {} on {}): releases {}", who, created.id,
+                     created.plan ? "plan" : "apply", created.profile, created.target,
+                     fmt::join(created.release_ids, ", "));
+        response->set_provisioning_id(created.id);
+        for (const std::string& id : created.release_ids) response->add_release_ids(id);
+        for (const std::string& id : requested->node_ids) response->add_node_ids(id);
+        return absl::OkStatus();
+      });
 }
 
 }  // namespace pi::controlplane::cluster

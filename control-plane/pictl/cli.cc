@@ -5,6 +5,8 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <limits>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -14,6 +16,7 @@
 #include "control-plane/pictl/format.h"
 #include "control-plane/pictl/requests.h"
 #include "picontroller/v1/admin.grpc.pb.h"
+#include "picontroller/v1/control_plane.grpc.pb.h"
 
 namespace pi::controlplane::pictl {
 namespace {
@@ -21,11 +24,14 @@ namespace {
 // Without its own --timeout an exec runs for at most the agent's exec.max_timeout, 300 s unless
 // configured otherwise; the call waits that long plus the usual --timeout.
 constexpr std::chrono::seconds kAgentMaxExecTimeout{300};
+// How often `provision` asks for the state of its releases while it waits.
+constexpr std::chrono::seconds kProvisionPollInterval{1};
 
 constexpr char kExitCodesHelp[] =
     "Exit codes: 0 ok; 1 the controller or the node reported a failure; 2 bad usage, config or "
     "credentials; 3 controller unreachable or pictl's certificate refused; 130 interrupted. "
-    "`exec` exits with the remote command's code (128+signal when it was killed).\n"
+    "`exec` exits with the remote command's code (128+signal when it was killed); `releases wait` "
+    "and `provision` exit 1 unless every release SUCCEEDED.\n"
     "Config: --config, else $PICTL_CONFIG, else ~/.config/pictl/config.json: {\"controller\": "
     "\"HOST:PORT\", \"ca_file\": \"ca.crt\", \"cert_file\": \"admin.crt\", \"key_file\": "
     "\"admin.key\"} (paths relative to the file). Create it with `pi-controller issue-admin NAME "
@@ -49,9 +55,14 @@ class Session {
         context_(context),
         out_(out),
         err_(err),
-        stub_(pb::Admin::NewStub(grpc::CreateChannel(config.controller, credentials))) {}
+        channel_(grpc::CreateChannel(config.controller, credentials)),
+        stub_(pb::Admin::NewStub(channel_)),
+        control_plane_(pb::ControlPlane::NewStub(channel_)) {}
 
   pb::Admin::Stub& stub() { return *stub_; }
+  // RequestProvisioning lives on the ControlPlane service, which admins may call.
+  pb::ControlPlane::Stub& control_plane() { return *control_plane_; }
+  common::CancelToken& interrupt() { return *context_.interrupt; }
   bool json() const { return options_.json; }
   const std::string& controller() const { return config_.controller; }
   WallTime now() const { return context_.clock->WallNow(); }
@@ -93,6 +104,8 @@ class Session {
 
   // Reports a failed unary call (see Call) and returns the exit code.
   int FailUnary(const grpc::Status& status) { return Fail(status, /*stream=*/false); }
+  // Reports a failed stream: Ctrl-C is a clean end.
+  int FailStream(const grpc::Status& status) { return Fail(status, /*stream=*/true); }
 
   // Reads a server stream until it ends, the call fails or Ctrl-C (a clean end). Streams have no
   // deadline: they last as long as the operator wants (logs -f, watch).
@@ -134,7 +147,9 @@ class Session {
   const RunContext& context_;
   std::ostream& out_;
   std::ostream& err_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<pb::Admin::Stub> stub_;
+  std::unique_ptr<pb::ControlPlane::Stub> control_plane_;
   bool json_defaults_ = false;
 };
 
@@ -187,6 +202,15 @@ struct Arguments {
   PublishOptions publish;
   std::string publish_data;
   std::string publish_file;
+  std::string release_id;
+  CreateReleaseOptions create_release;
+  std::vector<std::string> release_states;
+  std::string release_node;
+  std::string provisioning_id;
+  int64_t release_limit = 100;
+  bool follow_release = false;
+  ProvisionOptions provision;
+  bool no_wait = false;
 };
 
 void DefineNodes(CLI::App& app, Arguments& args, Action& action) {
@@ -613,6 +637,310 @@ void DefineQueue(CLI::App& app, Arguments& args, Action& action) {
   });
 }
 
+// Reads a release's FollowRelease stream until it ends, or until `on_event` returns false (the
+// call is then cancelled, which counts as a clean end). Ctrl-C cancels the call.
+grpc::Status FollowEvents(Session& session, const pb::FollowReleaseRequest& request,
+                          const std::function<bool(const pb::ReleaseEvent&)>& on_event) {
+  grpc::ClientContext call;
+  bool stopped = false;
+  auto registration = session.interrupt().OnCancel([&call] { call.TryCancel(); });
+  auto reader = session.stub().FollowRelease(&call, request);
+  pb::ReleaseEvent event;
+  while (reader->Read(&event)) {
+    if (!on_event(event)) {
+      stopped = true;
+      call.TryCancel();
+      break;
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  return stopped ? grpc::Status::OK : status;
+}
+
+// `releases logs ID [-f]`: without -f, the lines stored when the call starts (the count the
+// first event reports), then exit; with -f, every line until the release ends, and its state
+// changes on stderr so that stdout holds only the log.
+int ReleaseLogs(Session& session, const std::string& id, bool follow) {
+  pb::FollowReleaseRequest request;
+  request.set_id(id);
+  std::optional<int64_t> stored_lines;
+  const grpc::Status status = FollowEvents(session, request, [&](const pb::ReleaseEvent& event) {
+    if (session.json()) session.out() << ToJsonLine(event) << std::endl;
+    if (event.has_release()) {
+      if (!stored_lines.has_value()) {
+        stored_lines = event.release().log_lines();
+        return follow || *stored_lines > 0;
+      }
+      if (!session.json()) session.err() << FormatReleaseEvent(event) << std::endl;
+      return true;
+    }
+    if (!session.json()) session.out() << FormatReleaseLogLine(event.log()) << std::endl;
+    return follow || !stored_lines.has_value() || event.log().sequence() < *stored_lines;
+  });
+  if (!status.ok()) return follow ? session.FailStream(status) : session.FailUnary(status);
+  return kExitOk;
+}
+
+// `releases wait ID`: follows the release's state (not its log) until it ends; exit 0 only when
+// it SUCCEEDED.
+int WaitForRelease(Session& session, const std::string& id) {
+  pb::FollowReleaseRequest request;
+  request.set_id(id);
+  // Live lines still arrive; stored ones are skipped.
+  request.set_after_sequence(std::numeric_limits<int64_t>::max());
+  std::optional<pb::Release> last;
+  const grpc::Status status = FollowEvents(session, request, [&](const pb::ReleaseEvent& event) {
+    if (!event.has_release()) return true;
+    if (!session.json() && (!last.has_value() || last->state() != event.release().state())) {
+      session.out() << FormatReleaseEvent(event) << std::endl;
+    }
+    last = event.release();
+    return true;
+  });
+  if (!status.ok()) return session.FailUnary(status);
+  if (!last.has_value() || !ReleaseEnded(last->state())) {
+    session.err() << fmt::format(
+        "pictl: the controller ended the follow of release {} before "
+        "the release ended\n",
+        id);
+    return kExitRemoteFailure;
+  }
+  if (session.json()) {
+    session.out() << ToJsonLine(*last) << "\n";
+  } else {
+    session.out() << FormatPlanOutput(*last);
+  }
+  return last->state() == pb::RELEASE_STATE_SUCCEEDED ? kExitOk : kExitRemoteFailure;
+}
+
+void DefineReleases(CLI::App& app, Arguments& args, Action& action) {
+  auto* releases = app.add_subcommand("releases", "Create, list, follow and cancel releases");
+  releases->require_subcommand(1);
+
+  auto* create = releases->add_subcommand(
+      "create", "Create a release from the files under a directory (names relative to it)");
+  create
+      ->add_option("--type", args.create_release.type, "Destination type ORGANISATION/NAME@VERSION")
+      ->required();
+  create->add_option("--dir", args.create_release.dir, "Artifact files: every file under DIR")
+      ->required();
+  create->add_option("--spec-dir", args.create_release.spec_dir,
+                     "Spec files: every file under this directory");
+  create->add_option("--node", args.create_release.node, "Only this node's runner may take it");
+  create->add_flag("--plan", args.create_release.plan, "Plan (dry run) instead of apply");
+  create->add_option("--name", args.create_release.name, "Destination name");
+  create->add_option("--env", args.create_release.environment, "Environment");
+  create->add_option("--meta", args.create_release.metadata, "Destination metadata k=v; repeatable")
+      ->allow_extra_args(false);
+  create->add_option("--max-attempts", args.create_release.max_attempts,
+                     "Runners it may be given (0: the controller's default)");
+  create->add_option("--timeout", args.create_release.timeout,
+                     "How long it may run (10m; default: the controller's). The call's own "
+                     "deadline is the global --timeout given before `releases`");
+  create->callback([&] {
+    action = [&args](Session& session) {
+      auto request = BuildCreateReleaseRequest(args.create_release);
+      if (!request.ok()) return LocalFailure(session.err(), request.status());
+      return session.Unary<pb::Release>(
+          [&](grpc::ClientContext* call, pb::Release* response) {
+            return session.stub().CreateRelease(call, *request, response);
+          },
+          [&](const pb::Release& response) {
+            session.out() << FormatReleaseUpdate(response, "created");
+          });
+    };
+  });
+
+  auto* list = releases->add_subcommand("list", "Releases, newest first");
+  list->add_option("--state", args.release_states, "Only these states; repeatable")
+      ->delimiter(',')
+      ->allow_extra_args(false);
+  list->add_option("--node", args.release_node, "Only releases pinned to this node");
+  list->add_option("--provisioning", args.provisioning_id, "Only this provisioning's releases");
+  list->add_option("--limit,-n", args.release_limit,
+                   fmt::format("At most this many (1..{})", kMaxReleaseListLimit))
+      ->capture_default_str();
+  list->callback([&] {
+    action = [&args](Session& session) {
+      auto request = BuildListReleasesRequest(args.release_states, args.release_node,
+                                              args.provisioning_id, args.release_limit);
+      if (!request.ok()) return LocalFailure(session.err(), request.status());
+      return session.Unary<pb::ListReleasesResponse>(
+          [&](grpc::ClientContext* call, pb::ListReleasesResponse* response) {
+            return session.stub().ListReleases(call, *request, response);
+          },
+          [&](const pb::ListReleasesResponse& response) {
+            session.out() << FormatReleaseTable(response, session.now());
+          });
+    };
+  });
+
+  auto* show = releases->add_subcommand("show", "Everything known about one release");
+  show->add_option("ID", args.release_id, "Release id")->required();
+  show->callback([&] {
+    action = [&args](Session& session) {
+      const pb::ReleaseRef ref = ReleaseRefOf(args.release_id);
+      return session.Unary<pb::Release>(
+          [&](grpc::ClientContext* call, pb::Release* response) {
+            return session.stub().GetRelease(call, ref, response);
+          },
+          [&](const pb::Release& response) {
+            session.out() << FormatReleaseDetails(response, session.now());
+          });
+    };
+  });
+
+  auto* cancel = releases->add_subcommand("cancel", "Cancel a release that has not ended");
+  cancel->add_option("ID", args.release_id, "Release id")->required();
+  cancel->callback([&] {
+    action = [&args](Session& session) {
+      const pb::ReleaseRef ref = ReleaseRefOf(args.release_id);
+      return session.Unary<pb::Release>(
+          [&](grpc::ClientContext* call, pb::Release* response) {
+            return session.stub().CancelRelease(call, ref, response);
+          },
+          [&](const pb::Release& response) {
+            session.out() << FormatReleaseUpdate(response, "cancelled");
+          });
+    };
+  });
+
+  auto* logs = releases->add_subcommand(
+      "logs", "A release's log lines stored so far; with -f, until the release ends");
+  logs->add_option("ID", args.release_id, "Release id")->required();
+  logs->add_flag("-f,--follow", args.follow_release, "Keep printing lines until the release ends");
+  logs->callback([&] {
+    action = [&args](Session& session) {
+      return ReleaseLogs(session, args.release_id, args.follow_release);
+    };
+  });
+
+  auto* wait =
+      releases->add_subcommand("wait", "Wait for a release to end; exit 0 only when it SUCCEEDED");
+  wait->add_option("ID", args.release_id, "Release id")->required();
+  wait->callback([&] {
+    action = [&args](Session& session) { return WaitForRelease(session, args.release_id); };
+  });
+}
+
+void DefineRunners(CLI::App& app, Action& action) {
+  app.add_subcommand("runners", "Runners connected now")->callback([&action] {
+    action = [](Session& session) {
+      return session.Unary<pb::ListRunnersResponse>(
+          [&](grpc::ClientContext* call, pb::ListRunnersResponse* response) {
+            return session.stub().ListRunners(call, google::protobuf::Empty(), response);
+          },
+          [&](const pb::ListRunnersResponse& response) {
+            session.out() << FormatRunnerTable(response, session.now());
+          });
+    };
+  });
+}
+
+// Polls the provisioning until each of its releases has ended, printing a line whenever one
+// changes state; then the plan outputs (plan mode). Exit 0 only when every release SUCCEEDED.
+int WaitForProvisioning(Session& session, const std::string& id) {
+  pb::ProvisioningRef ref;
+  ref.set_id(id);
+  std::map<std::string, pb::ReleaseState> shown;
+  while (true) {
+    pb::Provisioning provisioning;
+    const grpc::Status status = session.Call<pb::Provisioning>(
+        [&](grpc::ClientContext* call, pb::Provisioning* response) {
+          return session.stub().GetProvisioning(call, ref, response);
+        },
+        &provisioning);
+    if (!status.ok()) return session.FailUnary(status);
+    bool all_ended = true;
+    bool all_succeeded = true;
+    for (const pb::Release& release : provisioning.releases()) {
+      all_ended = all_ended && ReleaseEnded(release.state());
+      all_succeeded = all_succeeded && release.state() == pb::RELEASE_STATE_SUCCEEDED;
+      auto [it, added] = shown.try_emplace(release.id(), release.state());
+      if ((added || it->second != release.state()) && !session.json()) {
+        session.out() << FormatProvisionProgress(release) << std::endl;
+      }
+      it->second = release.state();
+    }
+    if (all_ended) {
+      if (session.json()) {
+        session.out() << ToJsonLine(provisioning) << "\n";
+      } else {
+        for (const pb::Release& release : provisioning.releases()) {
+          session.out() << FormatPlanOutput(release);
+        }
+        int succeeded = 0;
+        for (const pb::Release& release : provisioning.releases()) {
+          if (release.state() == pb::RELEASE_STATE_SUCCEEDED) ++succeeded;
+        }
+        session.out() << fmt::format("provisioning {}: {} of {} succeeded\n", id, succeeded,
+                                     provisioning.releases_size());
+      }
+      return all_succeeded ? kExitOk : kExitRemoteFailure;
+    }
+    if (session.interrupt().WaitFor(kProvisionPollInterval)) {
+      session.err() << fmt::format(
+          "pictl: interrupted; provisioning {} goes on (pictl provision status {})\n", id, id);
+      return kExitInterrupted;
+    }
+  }
+}
+
+void DefineProvision(CLI::App& app, Arguments& args, Action& action) {
+  auto* provision = app.add_subcommand(
+      "provision",
+      "Apply a profile to one node, a label selector or every READY node, and wait for it");
+  provision->add_option("PROFILE", args.provision.profile, "Profile name (deploy/profiles/NAME)");
+  auto* node = provision->add_option("--node", args.provision.node, "This node");
+  auto* selector =
+      provision->add_option("--selector,-l", args.provision.selector, "READY nodes with labels");
+  auto* all = provision->add_flag("--all", args.provision.all, "Every READY node");
+  node->excludes(selector)->excludes(all);
+  selector->excludes(all);
+  provision->add_option("--param", args.provision.parameters, "Profile parameter k=v; repeatable")
+      ->allow_extra_args(false);
+  provision->add_flag("--plan", args.provision.plan, "Report what would change, change nothing");
+  provision->add_flag("--no-wait", args.no_wait, "Print the releases and exit at once");
+
+  auto* status = provision->add_subcommand("status", "A provisioning request and its releases");
+  status->add_option("ID", args.provisioning_id, "Provisioning id")->required();
+  status->callback([&] {
+    action = [&args](Session& session) {
+      pb::ProvisioningRef ref;
+      ref.set_id(args.provisioning_id);
+      return session.Unary<pb::Provisioning>(
+          [&](grpc::ClientContext* call, pb::Provisioning* response) {
+            return session.stub().GetProvisioning(call, ref, response);
+          },
+          [&](const pb::Provisioning& response) {
+            session.out() << FormatProvisioningStatus(response, session.now());
+          });
+    };
+  });
+
+  provision->callback([&args, &action, status] {
+    if (status->parsed()) return;
+    action = [&args](Session& session) -> int {
+      auto request = BuildProvisioningRequest(args.provision);
+      if (!request.ok()) return LocalFailure(session.err(), request.status());
+      pb::ProvisioningResponse created;
+      const grpc::Status requested = session.Call<pb::ProvisioningResponse>(
+          [&](grpc::ClientContext* call, pb::ProvisioningResponse* response) {
+            return session.control_plane().RequestProvisioning(call, *request, response);
+          },
+          &created);
+      if (!requested.ok()) return session.FailUnary(requested);
+      if (session.json()) {
+        session.out() << ToJsonLine(created) << "\n";
+      } else {
+        session.out() << FormatProvisioningCreated(created, *request);
+      }
+      if (args.no_wait) return kExitOk;
+      return WaitForProvisioning(session, created.provisioning_id());
+    };
+  });
+}
+
 int Connect(const Arguments& args, const Action& action, const RunContext& context,
             std::ostream& out, std::ostream& err) {
   auto timeout = ParseTimeout(args.global.timeout);
@@ -668,6 +996,9 @@ int RunPictl(int argc, const char* const* argv, const RunContext& context, std::
     DefineTokens(app, args, action);
     DefineWatch(app, args, action);
     DefineQueue(app, args, action);
+    DefineReleases(app, args, action);
+    DefineRunners(app, action);
+    DefineProvision(app, args, action);
     app.add_subcommand("version", "Print pictl's version")->callback([&] { show_version = true; });
 
     try {

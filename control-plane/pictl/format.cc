@@ -471,6 +471,189 @@ std::string FormatPublished(const pb::PublishResponse& response, const std::stri
   return fmt::format("published message {} to queue {}\n", response.id(), route);
 }
 
+// ---- releases and provisioning
+
+std::string ReleaseStateName(pb::ReleaseState state) {
+  std::string name = pb::ReleaseState_Name(state);
+  constexpr std::string_view kPrefix = "RELEASE_STATE_";
+  if (name.starts_with(kPrefix)) name.erase(0, kPrefix.size());
+  return name.empty() ? fmt::format("STATE_{}", static_cast<int>(state)) : name;
+}
+
+bool ReleaseEnded(pb::ReleaseState state) {
+  return state == pb::RELEASE_STATE_SUCCEEDED || state == pb::RELEASE_STATE_FAILED ||
+         state == pb::RELEASE_STATE_CANCELLED || state == pb::RELEASE_STATE_TIMED_OUT;
+}
+
+std::string FormatDestinationType(const pb::DestinationType& type) {
+  return fmt::format("{}/{}@{}", type.organisation(), type.name(), type.version());
+}
+
+namespace {
+
+std::string ModeName(bool plan) { return plan ? "plan" : "apply"; }
+
+std::string OrDash(const std::string& text) { return text.empty() ? "-" : text; }
+
+// "FAILED: exit 2" / "RUNNING on runner pi-1" / "QUEUED".
+std::string ReleaseStatus(const pb::Release& release) {
+  std::string status = ReleaseStateName(release.state());
+  if ((release.state() == pb::RELEASE_STATE_ASSIGNED ||
+       release.state() == pb::RELEASE_STATE_RUNNING) &&
+      !release.runner_id().empty()) {
+    status += " on runner " + release.runner_id();
+  }
+  if (!release.error_message().empty()) status += ": " + release.error_message();
+  return status;
+}
+
+}  // namespace
+
+std::string FormatReleaseTable(const pb::ListReleasesResponse& response, WallTime now) {
+  if (response.releases().empty()) return "No releases.\n";
+  Rows rows = {{"ID", "STATE", "MODE", "TYPE", "NODE", "ATTEMPTS", "CREATED"}};
+  for (const pb::Release& release : response.releases()) {
+    rows.push_back({release.id(), ReleaseStateName(release.state()), ModeName(release.plan()),
+                    FormatDestinationType(release.destination_type()), OrDash(release.node_id()),
+                    fmt::format("{}/{}", release.attempts(), release.max_attempts()),
+                    FormatAge(release.created_at(), now)});
+  }
+  return FormatTable(rows);
+}
+
+std::string FormatReleaseDetails(const pb::Release& release, WallTime now) {
+  Rows rows = {
+      {"ID:", release.id()},
+      {"State:", ReleaseStateName(release.state())},
+      {"Mode:", ModeName(release.plan())},
+      {"Type:", FormatDestinationType(release.destination_type())},
+      {"Destination:", OrDash(release.destination_name())},
+      {"Environment:", OrDash(release.environment())},
+      {"Node:", OrDash(release.node_id())},
+      {"Metadata:", FormatLabels(release.destination_metadata())},
+      {"Runner:", OrDash(release.runner_id())},
+      {"Attempts:", fmt::format("{} of {}", release.attempts(), release.max_attempts())},
+      {"Timeout:", FormatSpan(SpanOf(release.timeout()))},
+      {"Created:", AgeOrNever(release.has_created_at() ? &release.created_at() : nullptr, now)},
+      {"Updated:", AgeOrNever(release.has_updated_at() ? &release.updated_at() : nullptr, now)},
+      {"Finished:", release.has_finished_at() ? AgeOrNever(&release.finished_at(), now) : "-"},
+      {"Provisioning:", OrDash(release.provisioning_id())},
+      {"Artifact files:",
+       OrDash(fmt::format("{}", fmt::join(release.artifact_file_names(), ", ")))},
+      {"Spec files:", OrDash(fmt::format("{}", fmt::join(release.spec_file_names(), ", ")))},
+      {"Log lines:", std::to_string(release.log_lines())},
+  };
+  if (!release.error_message().empty()) rows.push_back({"Error:", release.error_message()});
+  std::string out = FormatTable(rows);
+  out += "History:\n";
+  Rows history;
+  for (const pb::ReleaseTransition& transition : release.history()) {
+    history.push_back({"  " + FormatTimestamp(transition.at()),
+                       ReleaseStateName(transition.state()),
+                       transition.runner_id().empty() ? "" : "runner " + transition.runner_id(),
+                       transition.reason()});
+  }
+  out += FormatTable(history);
+  // Agents report a summary in apply mode too.
+  if (release.has_plan_output()) {
+    out += (release.plan() ? "Plan output:\n" : "Output:\n") + release.plan_output();
+  }
+  if (release.has_plan_output() && !release.plan_output().ends_with('\n')) out += "\n";
+  return out;
+}
+
+std::string FormatReleaseUpdate(const pb::Release& release, std::string_view verb) {
+  return fmt::format("release {} {}: {}\n", release.id(), verb, ReleaseStatus(release));
+}
+
+std::string FormatReleaseLogLine(const pb::ReleaseLogLine& line) {
+  return line.channel() == "stderr" ? "stderr: " + line.line() : line.line();
+}
+
+std::string FormatReleaseEvent(const pb::ReleaseEvent& event) {
+  if (event.has_log()) return FormatReleaseLogLine(event.log());
+  return fmt::format("release {} {}", event.release().id(), ReleaseStatus(event.release()));
+}
+
+std::string FormatRunnerTable(const pb::ListRunnersResponse& response, WallTime now) {
+  if (response.runners().empty()) return "No runners connected.\n";
+  Rows rows = {{"ID", "IDENTITY", "NODE", "CAPABILITIES", "ACTIVE", "CONNECTED", "LAST-HEARTBEAT"}};
+  for (const pb::RunnerInfo& runner : response.runners()) {
+    std::vector<std::string> capabilities;
+    for (const pb::DestinationType& type : runner.capabilities()) {
+      capabilities.push_back(FormatDestinationType(type));
+    }
+    rows.push_back({runner.runner_id(), runner.identity(), OrDash(runner.node_id()),
+                    fmt::format("{}", fmt::join(capabilities, ",")),
+                    fmt::format("{}/{}", runner.active(), runner.max_concurrent()),
+                    FormatAge(runner.connected_at(), now),
+                    FormatAge(runner.last_heartbeat(), now)});
+  }
+  return FormatTable(rows);
+}
+
+std::string FormatProvisioningCreated(const pb::ProvisioningResponse& response,
+                                      const pb::ProvisioningRequest& request) {
+  std::string out =
+      fmt::format("provisioning {}: {} {} on {} node{}\n", response.provisioning_id(),
+                  ModeName(request.mode() == pb::ProvisioningRequest::MODE_PLAN), request.profile(),
+                  response.node_ids_size(), response.node_ids_size() == 1 ? "" : "s");
+  Rows rows = {{"NODE", "RELEASE"}};
+  for (int i = 0; i < response.release_ids_size(); ++i) {
+    rows.push_back(
+        {i < response.node_ids_size() ? response.node_ids(i) : "-", response.release_ids(i)});
+  }
+  return out + FormatTable(rows);
+}
+
+std::string FormatProvisioningStatus(const pb::Provisioning& provisioning, WallTime now) {
+  const std::map<std::string, std::string> parameters(provisioning.parameters().begin(),
+                                                      provisioning.parameters().end());
+  std::vector<std::string> shown;
+  for (const auto& [name, value] : parameters) shown.push_back(name + "=" + value);
+  std::string out = FormatTable({
+      {"Provisioning:", provisioning.id()},
+      {"Profile:", provisioning.profile()},
+      {"Mode:", ModeName(provisioning.plan())},
+      {"Target:", provisioning.target()},
+      {"Parameters:", shown.empty() ? "<none>" : fmt::format("{}", fmt::join(shown, " "))},
+      {"Created:",
+       AgeOrNever(provisioning.has_created_at() ? &provisioning.created_at() : nullptr, now)},
+  });
+  std::map<std::string, int> counts;
+  for (const pb::Release& release : provisioning.releases()) {
+    ++counts[ReleaseStateName(release.state())];
+  }
+  std::vector<std::string> summary;
+  for (const auto& [state, count] : counts) summary.push_back(fmt::format("{} {}", count, state));
+  out += fmt::format("Releases: {}\n",
+                     summary.empty() ? "none" : fmt::format("{}", fmt::join(summary, ", ")));
+  Rows rows = {{"NODE", "RELEASE", "STATE", "ERROR"}};
+  for (const pb::Release& release : provisioning.releases()) {
+    rows.push_back({OrDash(release.node_id()), release.id(), ReleaseStateName(release.state()),
+                    release.error_message()});
+  }
+  out += FormatTable(rows);
+  for (const pb::Release& release : provisioning.releases()) out += FormatPlanOutput(release);
+  return out;
+}
+
+std::string FormatProvisionProgress(const pb::Release& release) {
+  std::string line = fmt::format("{}  {}  {}", OrDash(release.node_id()), release.id(),
+                                 ReleaseStateName(release.state()));
+  if (!release.error_message().empty()) line += ": " + release.error_message();
+  return line;
+}
+
+std::string FormatPlanOutput(const pb::Release& release) {
+  if (!release.plan() || !release.has_plan_output()) return "";
+  std::string out = fmt::format("--- plan for node {} (release {}) ---\n",
+                                OrDash(release.node_id()), release.id());
+  out += release.plan_output();
+  if (!release.plan_output().empty() && !release.plan_output().ends_with('\n')) out += "\n";
+  return out;
+}
+
 std::string ToJsonLine(const google::protobuf::Message& message, bool include_defaults) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "picontroller/v1/admin.pb.h"
+#include "picontroller/v1/control_plane.pb.h"
 
 namespace pi::controlplane::pictl {
 
@@ -62,6 +63,37 @@ std::string FormatDeadLetterTable(const pb::ListDeadLettersResponse& response, W
 std::string FormatDeadLetterCount(std::string_view verb, int64_t count, int64_t asked,
                                   const std::string& route);
 std::string FormatPublished(const pb::PublishResponse& response, const std::string& route);
+
+// ---- releases and provisioning
+
+// "RUNNING"; "UNSPECIFIED" for 0.
+std::string ReleaseStateName(pb::ReleaseState state);
+// SUCCEEDED, FAILED, CANCELLED or TIMED_OUT.
+bool ReleaseEnded(pb::ReleaseState state);
+// "picontroller/provision@1".
+std::string FormatDestinationType(const pb::DestinationType& type);
+// `releases list`: ID STATE MODE TYPE NODE ATTEMPTS CREATED.
+std::string FormatReleaseTable(const pb::ListReleasesResponse& response, WallTime now);
+// `releases show`: "Key: value" lines, the history, the error and the plan output.
+std::string FormatReleaseDetails(const pb::Release& release, WallTime now);
+// "release r-1 created: QUEUED" (verb "created", "cancelled").
+std::string FormatReleaseUpdate(const pb::Release& release, std::string_view verb);
+// A log line as the runner wrote it; stderr lines are prefixed "stderr: " (no newline).
+std::string FormatReleaseLogLine(const pb::ReleaseLogLine& line);
+// A followed event (no newline): a log line, or "release r-1 RUNNING on runner pi-1".
+std::string FormatReleaseEvent(const pb::ReleaseEvent& event);
+// `runners`: ID IDENTITY NODE CAPABILITIES ACTIVE CONNECTED LAST-HEARTBEAT.
+std::string FormatRunnerTable(const pb::ListRunnersResponse& response, WallTime now);
+// The answer of `provision`: its id and a NODE RELEASE table.
+std::string FormatProvisioningCreated(const pb::ProvisioningResponse& response,
+                                      const pb::ProvisioningRequest& request);
+// `provision status`: the request, then NODE RELEASE STATE ERROR, then plan outputs.
+std::string FormatProvisioningStatus(const pb::Provisioning& provisioning, WallTime now);
+// One progress line of `provision` (no newline): "pi-1  r-1  RUNNING".
+std::string FormatProvisionProgress(const pb::Release& release);
+// A plan release's output under a heading naming its node; "" for apply releases (whose agents
+// report a summary too) and releases without output.
+std::string FormatPlanOutput(const pb::Release& release);
 
 // The message as one line of JSON with the proto field names ("last_heartbeat"). With
 // `include_defaults`, zero counts and empty strings are printed too rather than left out, so a

@@ -8,14 +8,18 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <set>
 #include <string_view>
+#include <system_error>
 
 #include "common/grpc/proto_time.h"
 #include "common/system/duration.h"
+#include "common/system/files.h"
 
 namespace pi::controlplane::pictl {
 namespace {
@@ -105,6 +109,30 @@ absl::StatusOr<int> ParsePriority(const std::string& text) {
       "--priority {:?}: expected 0-7 or emerg, alert, crit, err, warning, notice, info, debug",
       text));
 }
+
+// "key=value" pairs of a repeatable flag: non-empty keys without surrounding spaces, each once.
+absl::StatusOr<std::map<std::string, std::string>> ParseKeyValues(
+    const std::vector<std::string>& pairs, std::string_view flag) {
+  std::map<std::string, std::string> out;
+  for (const std::string& pair : pairs) {
+    const size_t equals = pair.find('=');
+    if (equals == std::string::npos) {
+      return absl::InvalidArgumentError(fmt::format("{} {:?}: expected key=value", flag, pair));
+    }
+    const std::string key = pair.substr(0, equals);
+    if (Trim(key).empty() || Trim(key) != key) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{} {:?}: the key must be non-empty, without surrounding spaces", flag, pair));
+    }
+    if (!out.insert({key, pair.substr(equals + 1)}).second) {
+      return absl::InvalidArgumentError(fmt::format("{} {:?} is given twice", flag, key));
+    }
+  }
+  return out;
+}
+
+// A release file is sent whole in one message; the controller refuses larger ones.
+constexpr size_t kMaxReleaseFileBytes = 1024 * 1024;
 
 }  // namespace
 
@@ -457,6 +485,169 @@ absl::StatusOr<pb::PublishRequest> BuildPublishRequest(const std::string& route,
     if (!payload.ok()) return payload.status();
     request.set_payload(*std::move(payload));
   }
+  return request;
+}
+
+absl::StatusOr<pb::DestinationType> ParseDestinationType(const std::string& text) {
+  const size_t slash = text.find('/');
+  const size_t at = text.rfind('@');
+  const auto bad = [&text] {
+    return absl::InvalidArgumentError(fmt::format(
+        "--type {:?}: expected ORGANISATION/NAME@VERSION, e.g. picontroller/provision@1", text));
+  };
+  if (slash == std::string::npos || at == std::string::npos || at < slash) return bad();
+  const std::string organisation = text.substr(0, slash);
+  const std::string name = text.substr(slash + 1, at - slash - 1);
+  const std::optional<uint64_t> version = ParseNumber<uint64_t>(text.substr(at + 1));
+  if (organisation.empty() || name.empty() || name.find('/') != std::string::npos ||
+      !version.has_value() || *version == 0) {
+    return bad();
+  }
+  pb::DestinationType type;
+  type.set_organisation(organisation);
+  type.set_name(name);
+  type.set_version(*version);
+  return type;
+}
+
+absl::StatusOr<std::vector<pb::ReleaseFileContent>> ReadReleaseFiles(const std::string& dir,
+                                                                     std::string_view flag) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (!fs::is_directory(dir, error)) {
+    return absl::InvalidArgumentError(fmt::format("{} {:?} is not a directory", flag, dir));
+  }
+  std::vector<pb::ReleaseFileContent> files;
+  fs::recursive_directory_iterator it(dir, error), end;
+  for (; !error && it != end; it.increment(error)) {
+    if (!it->is_regular_file(error)) continue;
+    const std::string relative = it->path().lexically_relative(dir).generic_string();
+    absl::StatusOr<std::string> content =
+        common::ReadFileToString(it->path().string(), kMaxReleaseFileBytes);
+    if (!content.ok()) {
+      return absl::InvalidArgumentError(
+          fmt::format("{}: {}", flag, std::string(content.status().message())));
+    }
+    pb::ReleaseFileContent file;
+    file.set_name(relative);
+    file.set_content(*std::move(content));
+    files.push_back(std::move(file));
+  }
+  if (error) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} {:?}: cannot read the directory: {}", flag, dir, error.message()));
+  }
+  std::sort(files.begin(), files.end(),
+            [](const auto& a, const auto& b) { return a.name() < b.name(); });
+  return files;
+}
+
+absl::StatusOr<pb::CreateReleaseRequest> BuildCreateReleaseRequest(
+    const CreateReleaseOptions& options) {
+  pb::CreateReleaseRequest request;
+  absl::StatusOr<pb::DestinationType> type = ParseDestinationType(options.type);
+  if (!type.ok()) return type.status();
+  *request.mutable_destination_type() = *std::move(type);
+  absl::StatusOr<std::map<std::string, std::string>> metadata =
+      ParseKeyValues(options.metadata, "--meta");
+  if (!metadata.ok()) return metadata.status();
+  request.mutable_destination_metadata()->insert(metadata->begin(), metadata->end());
+  if (options.max_attempts < 0 || options.max_attempts > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(
+        fmt::format("--max-attempts {}: expected a positive number (0 = the controller's default)",
+                    options.max_attempts));
+  }
+  request.set_max_attempts(static_cast<int32_t>(options.max_attempts));
+  if (!options.timeout.empty()) {
+    absl::StatusOr<std::chrono::nanoseconds> timeout =
+        ParseNamedDuration(options.timeout, "--timeout");
+    if (!timeout.ok()) return timeout.status();
+    if (*timeout < std::chrono::seconds(1)) {
+      return absl::InvalidArgumentError(
+          fmt::format("--timeout {:?}: must be at least 1s", options.timeout));
+    }
+    *request.mutable_timeout() = common::ToProtoDuration(*timeout);
+  }
+  absl::StatusOr<std::vector<pb::ReleaseFileContent>> artifacts =
+      ReadReleaseFiles(options.dir, "--dir");
+  if (!artifacts.ok()) return artifacts.status();
+  if (artifacts->empty()) {
+    return absl::InvalidArgumentError(fmt::format("--dir {:?} holds no files", options.dir));
+  }
+  for (pb::ReleaseFileContent& file : *artifacts) *request.add_artifact_files() = std::move(file);
+  if (!options.spec_dir.empty()) {
+    absl::StatusOr<std::vector<pb::ReleaseFileContent>> specs =
+        ReadReleaseFiles(options.spec_dir, "--spec-dir");
+    if (!specs.ok()) return specs.status();
+    for (pb::ReleaseFileContent& file : *specs) *request.add_spec_files() = std::move(file);
+  }
+  request.set_node_id(options.node);
+  request.set_plan(options.plan);
+  request.set_destination_name(options.name);
+  request.set_environment(options.environment);
+  return request;
+}
+
+absl::StatusOr<pb::ReleaseState> ParseReleaseState(const std::string& text) {
+  std::string name = Upper(Trim(text));
+  if (!name.starts_with("RELEASE_STATE_")) name = "RELEASE_STATE_" + name;
+  pb::ReleaseState state;
+  if (!pb::ReleaseState_Parse(name, &state) || state == pb::RELEASE_STATE_UNSPECIFIED) {
+    return absl::InvalidArgumentError(
+        fmt::format("--state {:?}: expected QUEUED, ASSIGNED, RUNNING, SUCCEEDED, FAILED, "
+                    "CANCELLED or TIMED_OUT",
+                    text));
+  }
+  return state;
+}
+
+absl::StatusOr<pb::ListReleasesRequest> BuildListReleasesRequest(
+    const std::vector<std::string>& states, const std::string& node_id,
+    const std::string& provisioning_id, int64_t limit) {
+  if (limit < 1 || limit > kMaxReleaseListLimit) {
+    return absl::InvalidArgumentError(
+        fmt::format("--limit {}: expected 1..{}", limit, kMaxReleaseListLimit));
+  }
+  pb::ListReleasesRequest request;
+  for (const std::string& text : states) {
+    absl::StatusOr<pb::ReleaseState> state = ParseReleaseState(text);
+    if (!state.ok()) return state.status();
+    request.add_states(*state);
+  }
+  request.set_node_id(node_id);
+  request.set_provisioning_id(provisioning_id);
+  request.set_limit(static_cast<int32_t>(limit));
+  return request;
+}
+
+pb::ReleaseRef ReleaseRefOf(const std::string& id) {
+  pb::ReleaseRef ref;
+  ref.set_id(id);
+  return ref;
+}
+
+absl::StatusOr<pb::ProvisioningRequest> BuildProvisioningRequest(const ProvisionOptions& options) {
+  if (options.profile.empty()) return absl::InvalidArgumentError("name the profile");
+  const int targets =
+      (options.node.empty() ? 0 : 1) + (options.selector.empty() ? 0 : 1) + (options.all ? 1 : 0);
+  if (targets != 1) {
+    return absl::InvalidArgumentError("give exactly one target: --node ID, --selector S or --all");
+  }
+  pb::ProvisioningRequest request;
+  request.set_profile(options.profile);
+  if (!options.node.empty()) {
+    request.set_node_id(options.node);
+  } else if (!options.selector.empty()) {
+    request.set_label_selector(options.selector);
+  } else {
+    request.set_all_nodes(true);
+  }
+  absl::StatusOr<std::map<std::string, std::string>> parameters =
+      ParseKeyValues(options.parameters, "--param");
+  if (!parameters.ok()) return parameters.status();
+  request.mutable_parameters()->insert(parameters->begin(), parameters->end());
+  request.set_mode(options.plan ? pb::ProvisioningRequest::MODE_PLAN
+                                : pb::ProvisioningRequest::MODE_APPLY);
   return request;
 }
 

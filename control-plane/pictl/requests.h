@@ -6,10 +6,12 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "picontroller/v1/admin.pb.h"
+#include "picontroller/v1/control_plane.pb.h"
 
 namespace pi::controlplane::pictl {
 
@@ -117,6 +119,60 @@ struct PublishOptions {
 // `queue publish ROUTE (--data TEXT | --file PATH) [--header K=V ...]`; reads the file.
 absl::StatusOr<pb::PublishRequest> BuildPublishRequest(const std::string& route,
                                                        const PublishOptions& options);
+
+// ---- releases and provisioning
+
+// "ORG/NAME@VERSION", e.g. "picontroller/provision@1"; VERSION a positive integer.
+absl::StatusOr<pb::DestinationType> ParseDestinationType(const std::string& text);
+
+// Every regular file under `dir` (recursively, symlinks to files followed), named by its path
+// relative to `dir` with '/' separators, sorted by name. `flag` names the option in messages.
+// INVALID_ARGUMENT for a missing directory, an unreadable file or a file over 1 MiB.
+absl::StatusOr<std::vector<pb::ReleaseFileContent>> ReadReleaseFiles(const std::string& dir,
+                                                                     std::string_view flag);
+
+struct CreateReleaseOptions {
+  std::string type;      // ORG/NAME@VERSION
+  std::string dir;       // artifact files
+  std::string spec_dir;  // optional: spec files
+  std::string node;
+  bool plan = false;
+  std::string name;
+  std::string environment;
+  std::vector<std::string> metadata;  // "key=value" each
+  int64_t max_attempts = 0;
+  std::string timeout;  // empty = the controller's default
+};
+
+// `releases create`; reads the files.
+absl::StatusOr<pb::CreateReleaseRequest> BuildCreateReleaseRequest(
+    const CreateReleaseOptions& options);
+
+// "RUNNING", "running" or "RELEASE_STATE_RUNNING".
+absl::StatusOr<pb::ReleaseState> ParseReleaseState(const std::string& text);
+
+// Releases per `releases list` (the server's cap).
+inline constexpr int kMaxReleaseListLimit = 1000;
+
+// `releases list [--state S]... [--node ID] [--provisioning ID] [--limit N]`.
+absl::StatusOr<pb::ListReleasesRequest> BuildListReleasesRequest(
+    const std::vector<std::string>& states, const std::string& node_id,
+    const std::string& provisioning_id, int64_t limit);
+
+pb::ReleaseRef ReleaseRefOf(const std::string& id);
+
+struct ProvisionOptions {
+  std::string profile;
+  // Exactly one target.
+  std::string node;
+  std::string selector;
+  bool all = false;
+  std::vector<std::string> parameters;  // "name=value" each
+  bool plan = false;
+};
+
+// `provision PROFILE (--node ID | --selector S | --all) [--param k=v]... [--plan]`.
+absl::StatusOr<pb::ProvisioningRequest> BuildProvisioningRequest(const ProvisionOptions& options);
 
 // The --timeout flag: a positive duration.
 absl::StatusOr<std::chrono::nanoseconds> ParseTimeout(const std::string& text);

@@ -1,7 +1,6 @@
 #include "control-plane/queue/queue_engine.h"
 
 #include <fmt/format.h>
-#include <sys/random.h>
 
 #include <algorithm>
 #include <array>
@@ -11,6 +10,7 @@
 #include <tuple>
 #include <unordered_set>
 
+#include "common/system/random.h"
 #include "spdlog/spdlog.h"
 
 namespace pi::controlplane::queue {
@@ -58,28 +58,9 @@ class RecentLeaseIds {
   std::deque<std::pair<WallTime, const std::string*>> order_;
 };
 
-// 128 bits from the kernel's CSPRNG as hex: a lease id is the only proof of a lease, so it must
-// not be guessable, and message ids share the format.
-absl::StatusOr<std::string> RandomId() {
-  std::array<unsigned char, 16> bytes{};
-  size_t filled = 0;
-  while (filled < bytes.size()) {
-    const ssize_t got = getrandom(bytes.data() + filled, bytes.size() - filled, 0);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      return absl::UnavailableError("cannot read random bytes for an id");
-    }
-    filled += static_cast<size_t>(got);
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string id;
-  id.reserve(bytes.size() * 2);
-  for (unsigned char byte : bytes) {
-    id.push_back(kHex[byte >> 4]);
-    id.push_back(kHex[byte & 0xf]);
-  }
-  return id;
-}
+// 128 bits from the kernel's CSPRNG: a lease id is the only proof of a lease, so it must not be
+// guessable, and message ids share the format.
+absl::StatusOr<std::string> RandomId() { return common::RandomHex(16); }
 
 }  // namespace
 

@@ -2,7 +2,7 @@
 # Sets up and runs Pi-Controller on this machine, on loopback, for development: installs the
 # Debian packages, builds, then under .local/ (or $PI_LOCAL_DIR) creates a controller (its cluster
 # CA and certificates are made by `pi-controller init`), an admin bundle for pictl, a join token,
-# a work queue "demo" (HTTP ingress on 127.0.0.1:8080, workers on 127.0.0.1:9943 and the HTTP Pull
+# provisioning profiles from deploy/profiles, a work queue "demo" (HTTP ingress on 127.0.0.1:8080, workers on 127.0.0.1:9943 and the HTTP Pull
 # API on 127.0.0.1:9443 with the token in .local/worker-token), and a pi-agent with a simulated
 # GPIO chip that joins the controller with that token. Both run until Ctrl-C. A second run reuses
 # the state: the agent keeps its node identity and queued messages stay queued.
@@ -22,7 +22,8 @@ cmake --build "$build_dir" -j 2 --target pi-controller pi-agent pictl
 controller="$build_dir/control-plane/pi-controller"
 agent="$build_dir/node-agent/pi-agent"
 pictl="$build_dir/control-plane/pictl/pictl"
-mkdir -p "$state/agent"
+# Provisioning writes under agent-root instead of this machine's /etc.
+mkdir -p "$state/agent" "$state/agent-root"
 touch "$state/demo.log"
 [[ -s $state/worker-token ]] ||
   (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$state/worker-token")
@@ -32,6 +33,7 @@ cat >"$state/controller.json" <<JSON
   "state_dir": "$state/controller",
   "listen": "127.0.0.1:$controller_port",
   "http_listen": "127.0.0.1:9900",
+  "provisioning": { "profiles_dir": "$PWD/deploy/profiles" },
   "queues": {
     "ingress": { "listen": "127.0.0.1:8080" },
     "pull_api": { "listen": "127.0.0.1:9443", "grpc_listen": "127.0.0.1:9943",
@@ -56,7 +58,8 @@ cat >"$state/agent.json" <<JSON
     "allowed_lines": [{ "line": "GPIO17", "mode": "output" }, { "line": "4-27", "mode": "any" }]
   },
   "exec": { "allowed_commands": ["/usr/bin/uptime", "/usr/bin/df", "/bin/echo"] },
-  "logs": { "files": { "demo": "$state/demo.log" } }
+  "logs": { "files": { "demo": "$state/demo.log" } },
+  "runner": { "filesystem_root": "$state/agent-root", "allowed_write_roots": ["/etc"] }
 }
 JSON
 
@@ -100,6 +103,10 @@ Queue "demo": produce, then pull as a worker (token in $state/worker-token):
   curl -s -X POST -H "Authorization: Bearer \$(cat $state/worker-token)" \\
        --data '{"batch":10}' http://127.0.0.1:9443/pull/demo/dequeue
   $pictl queue stats
+Provision the agent (it is also a release runner; files land under $state/agent-root):
+  $pictl provision motd --all --plan
+  $pictl provision motd --all --param message="Hello from pi-controller"
+  $pictl releases list
 Ctrl-C stops both.
 
 MSG

@@ -32,6 +32,14 @@ TEST_CASE("an empty config gives the documented defaults", "[agent_config]") {
   CHECK(config->control_plane.state_dir == "/var/lib/pi-agent");
   CHECK(config->control_plane.advertise_address.empty());
   CHECK(config->control_plane.labels.empty());
+  CHECK(config->runner.enabled);
+  CHECK(config->runner.max_concurrent == 1);
+  CHECK(config->runner.provision.filesystem_root == "/");
+  CHECK(config->runner.provision.allowed_write_roots ==
+        std::vector<std::string>{"/etc/motd", "/etc/hostname", "/etc/pi-provision",
+                                 "/etc/rancher/k3s"});
+  CHECK(config->runner.reconnect_max_backoff == std::chrono::seconds(30));
+  CHECK(config->runner.heartbeat_interval == std::chrono::seconds(10));
 }
 
 TEST_CASE("the example config shipped in deploy/config parses", "[agent_config]") {
@@ -42,6 +50,9 @@ TEST_CASE("the example config shipped in deploy/config parses", "[agent_config]"
   CHECK(config->gpio.max_hold == std::chrono::hours(24));
   CHECK(config->exec.max_timeout == std::chrono::minutes(5));
   CHECK(config->control_plane.state_dir == "/var/lib/pi-agent");
+  CHECK(config->runner.enabled);
+  CHECK(config->runner.heartbeat_interval == std::chrono::seconds(10));
+  CHECK_FALSE(config->runner.provision.allowed_write_roots.empty());
 }
 
 TEST_CASE("the control_plane section names the cluster to join", "[agent_config]") {
@@ -186,6 +197,58 @@ TEST_CASE("control_plane labels must be simple keys and values", "[agent_config]
 TEST_CASE("unknown control_plane keys are refused", "[agent_config]") {
   CHECK_THAT(ErrorOf({{"control_plane", {{"token", "K10..."}}}}),
              Catch::StartsWith("control_plane.token: unknown key"));
+}
+
+TEST_CASE("the runner section sets the provisioning policy and the connection", "[agent_config]") {
+  const json document = json::parse(R"({
+    "runner": {"enabled": false, "max_concurrent": 3, "filesystem_root": "/mnt/image",
+               "allowed_write_roots": ["/etc/motd", "/opt/site"],
+               "reconnect_max_backoff": "2m", "heartbeat_interval": "500ms"}
+  })");
+  auto config = ParseAgentConfig(document);
+  REQUIRE(config.ok());
+  CHECK_FALSE(config->runner.enabled);
+  CHECK(config->runner.max_concurrent == 3);
+  CHECK(config->runner.provision.filesystem_root == "/mnt/image");
+  CHECK(config->runner.provision.allowed_write_roots ==
+        std::vector<std::string>{"/etc/motd", "/opt/site"});
+  CHECK(config->runner.reconnect_max_backoff == std::chrono::minutes(2));
+  CHECK(config->runner.heartbeat_interval == std::chrono::milliseconds(500));
+}
+
+TEST_CASE("an empty allowed_write_roots lets profiles write nothing", "[agent_config]") {
+  auto config = ParseAgentConfig(json::parse(R"({"runner": {"allowed_write_roots": []}})"));
+  REQUIRE(config.ok());
+  CHECK(config->runner.provision.allowed_write_roots.empty());
+}
+
+TEST_CASE("bad runner values are refused naming the key", "[agent_config]") {
+  CHECK_THAT(ErrorOf({{"runner", {{"enabld", true}}}}),
+             Catch::StartsWith("runner.enabld: unknown key"));
+  CHECK_THAT(ErrorOf({{"runner", {{"enabled", "yes"}}}}), Catch::StartsWith("runner.enabled:"));
+  CHECK_THAT(ErrorOf({{"runner", {{"max_concurrent", 0}}}}),
+             Catch::StartsWith("runner.max_concurrent: must be between 1 and 64"));
+  CHECK_THAT(ErrorOf({{"runner", {{"filesystem_root", "image"}}}}),
+             Catch::StartsWith("runner.filesystem_root: \"image\" must be an absolute path"));
+  CHECK_THAT(ErrorOf({{"runner", {{"filesystem_root", ""}}}}),
+             Catch::StartsWith("runner.filesystem_root: must not be empty"));
+  CHECK_THAT(ErrorOf({{"runner", {{"filesystem_root", "/mnt/../etc"}}}}),
+             Catch::StartsWith("runner.filesystem_root:") && Catch::Contains("must not contain"));
+  CHECK_THAT(ErrorOf({{"runner", {{"allowed_write_roots", {"etc/motd"}}}}}),
+             Catch::StartsWith("runner.allowed_write_roots: \"etc/motd\" must be an absolute"));
+  CHECK_THAT(
+      ErrorOf({{"runner", {{"allowed_write_roots", {"/etc/../root"}}}}}),
+      Catch::StartsWith("runner.allowed_write_roots:") && Catch::Contains("must not contain"));
+  CHECK_THAT(ErrorOf({{"runner", {{"allowed_write_roots", {""}}}}}),
+             Catch::StartsWith("runner.allowed_write_roots: entries must not be empty"));
+  CHECK_THAT(ErrorOf({{"runner", {{"allowed_write_roots", "/etc/motd"}}}}),
+             Catch::StartsWith("runner.allowed_write_roots:"));
+  CHECK_THAT(ErrorOf({{"runner", {{"heartbeat_interval", "90s"}}}}),
+             Catch::StartsWith("runner.heartbeat_interval: must be between 100ms and 1m"));
+  CHECK_THAT(ErrorOf({{"runner", {{"heartbeat_interval", "10"}}}}),
+             Catch::StartsWith("runner.heartbeat_interval: invalid duration"));
+  CHECK_THAT(ErrorOf({{"runner", {{"reconnect_max_backoff", "100ms"}}}}),
+             Catch::StartsWith("runner.reconnect_max_backoff: must be between 1s and 1h"));
 }
 
 TEST_CASE("a broken config file names the file", "[agent_config]") {

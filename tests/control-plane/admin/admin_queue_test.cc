@@ -18,6 +18,8 @@
 #include "control-plane/cluster/certificate_authority.h"
 #include "control-plane/queue/queue_engine.h"
 #include "control-plane/queue/sqlite_queue_store.h"
+#include "control-plane/release/release_engine.h"
+#include "control-plane/release/sqlite_release_store.h"
 #include "control-plane/store/sqlite_cluster_store.h"
 #include "picontroller/v1/admin.grpc.pb.h"
 #include "tests/common/test_dir.h"
@@ -81,7 +83,12 @@ struct Controller {
   std::unique_ptr<queue::QueueEngine> engine =
       Require(queue::QueueEngine::Open(*queue_store, clock, Routes()));
 
-  AdminService service{*cluster, dialer, AdminService::Options{}, *engine};
+  std::unique_ptr<release::SqliteReleaseStore> release_store =
+      Require(release::SqliteReleaseStore::Open((dir.path() / "releases.db").string()));
+  std::unique_ptr<release::ReleaseEngine> releases =
+      Require(release::ReleaseEngine::Open(*release_store, clock, release::ReleaseOptions{}));
+
+  AdminService service{*cluster, dialer, AdminService::Options{}, *engine, *releases};
   int port = 0;
   std::unique_ptr<grpc::Server> server = Start();
 

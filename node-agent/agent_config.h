@@ -35,11 +35,13 @@ struct ControlPlaneConfig {
 // controller's RunnerService (DESIGN 4.2, 5.3). A standalone agent never runs it.
 struct RunnerConfig {
   bool enabled = true;
-  // Provisioning releases run at once; more are refused and wait for a free slot.
+  // Provisioning releases run at once: the controller assigns no more than this, and queues the
+  // rest until a release here ends.
   int max_concurrent = 1;
   // filesystem_root: what profiles see as "/" (an image being prepared can be mounted elsewhere).
-  // allowed_write_roots: the only places a profile may write, as the profile names them: what
-  // the example profiles need (motd, hostname, k3s agent join) and a directory of their own.
+  // allowed_write_roots: the only places a profile may write or check, as the profile names
+  // them: what the example profiles need (motd, hostname, k3s agent join) and a directory of
+  // their own.
   runner::ProvisionPolicy provision{
       .filesystem_root = "/",
       .allowed_write_roots = {"/etc/motd", "/etc/hostname", "/etc/pi-provision",

@@ -385,11 +385,14 @@ absl::Status RenderInPlace(std::string* text, const std::map<std::string, std::s
   return absl::OkStatus();
 }
 
-absl::Status RenderAll(std::vector<std::string>* texts,
-                       const std::map<std::string, std::string>& resolved,
-                       const std::string& what) {
-  for (size_t i = 0; i < texts->size(); ++i) {
-    if (absl::Status status = RenderInPlace(&(*texts)[i], resolved, fmt::format("{}[{}]", what, i));
+// Renders an argv; its program must stay an absolute path without "..", whatever a parameter
+// put into it (ParseProfile checked it with sample values only).
+absl::Status RenderArgv(std::vector<std::string>* argv,
+                        const std::map<std::string, std::string>& resolved,
+                        const std::string& what) {
+  for (size_t i = 0; i < argv->size(); ++i) {
+    if (absl::Status status =
+            RenderInPlace(&(*argv)[i], resolved, fmt::format("{}[{}]", what, i), i == 0);
         !status.ok()) {
       return status;
     }
@@ -408,14 +411,16 @@ absl::Status RenderStep(Step* step, size_t index,
     return RenderInPlace(&write->content, resolved, prefix + ".write_file.content");
   }
   if (auto* run = std::get_if<RunStep>(&step->action)) {
-    if (absl::Status s = RenderAll(&run->argv, resolved, prefix + ".run.argv"); !s.ok()) return s;
-    return RenderAll(&run->unless, resolved, prefix + ".run.unless");
+    if (absl::Status s = RenderArgv(&run->argv, resolved, prefix + ".run.argv"); !s.ok()) return s;
+    return RenderArgv(&run->unless, resolved, prefix + ".run.unless");
   }
   if (auto* gpio = std::get_if<GpioStep>(&step->action)) {
     return RenderInPlace(&gpio->chip, resolved, prefix + ".gpio.chip");
   }
   auto& check = std::get<CheckStep>(step->action);
-  if (absl::Status s = RenderAll(&check.argv, resolved, prefix + ".check.argv"); !s.ok()) return s;
+  if (absl::Status s = RenderArgv(&check.argv, resolved, prefix + ".check.argv"); !s.ok()) {
+    return s;
+  }
   if (!check.path.empty()) {
     if (absl::Status s = RenderInPlace(&check.path, resolved, prefix + ".check.path", true);
         !s.ok()) {

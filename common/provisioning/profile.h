@@ -1,6 +1,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -34,6 +36,16 @@ namespace pi::common::provisioning {
 // Names of the artifact files of a provisioning release.
 inline constexpr std::string_view kProfileFileName = "profile.json";
 inline constexpr std::string_view kParametersFileName = "parameters.json";
+
+// The destination type of provisioning releases, the one pi-agent registers as a runner for.
+inline constexpr std::string_view kProvisionOrganisation = "picontroller";
+inline constexpr std::string_view kProvisionName = "provision";
+inline constexpr uint64_t kProvisionVersion = 1;
+// The destination metadata key that pins a release to one node: only that node's runner
+// qualifies (DESIGN 4.2).
+inline constexpr std::string_view kNodeIdMetadataKey = "node_id";
+// The controller refuses a longer PushLogs line, and with it the rest of the stream.
+inline constexpr size_t kMaxLogLineBytes = 64 * 1024;
 
 struct Parameter {
   std::string name;
@@ -94,8 +106,8 @@ absl::StatusOr<std::map<std::string, std::string>> ResolveParameters(
     const Profile& profile, const std::map<std::string, std::string>& given);
 
 // The profile with every {{name}} replaced by its resolved value (paths, contents, argv) and every
-// "{{{{" by "{{".
-// INVALID_ARGUMENT when a substituted path stops being absolute or gains "..".
+// "{{{{" by "{{". INVALID_ARGUMENT when a substituted path or program (argv[0] of run, unless and
+// check) stops being absolute or gains "..".
 absl::StatusOr<Profile> Render(const Profile& profile,
                                const std::map<std::string, std::string>& resolved);
 

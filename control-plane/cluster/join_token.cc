@@ -7,6 +7,7 @@
 
 #include <array>
 
+#include "common/text/hex.h"
 #include "common/tls/x509.h"
 
 namespace pi::controlplane::cluster {
@@ -18,13 +19,6 @@ constexpr char kIdSeparator = '.';
 // Bytes at or above this are rejected so every character of kAlphabet is equally likely.
 constexpr unsigned kUnbiasedLimit = 256 - 256 % kAlphabet.size();
 
-bool IsLowerHex(std::string_view text) {
-  for (const char c : text) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
-}
-
 bool IsTokenAlphabet(std::string_view text) {
   for (const char c : text) {
     if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))) return false;
@@ -33,7 +27,7 @@ bool IsTokenAlphabet(std::string_view text) {
 }
 
 absl::Status CheckPin(std::string_view pin) {
-  if (pin.size() != kCaPinLength || !IsLowerHex(pin)) {
+  if (pin.size() != kCaPinLength || !common::IsLowerHex(pin)) {
     return absl::InvalidArgumentError(
         fmt::format("CA pin must be {} lowercase hex characters (SHA-256 of the CA certificate)",
                     kCaPinLength));

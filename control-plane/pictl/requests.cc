@@ -20,6 +20,7 @@
 #include "common/grpc/proto_time.h"
 #include "common/system/duration.h"
 #include "common/system/files.h"
+#include "common/text/utf8.h"
 
 namespace pi::controlplane::pictl {
 namespace {
@@ -527,6 +528,11 @@ absl::StatusOr<std::vector<pb::ReleaseFileContent>> ReadReleaseFiles(const std::
     if (!content.ok()) {
       return absl::InvalidArgumentError(
           fmt::format("{}: {}", flag, std::string(content.status().message())));
+    }
+    // Release files travel as protobuf strings, which must be UTF-8.
+    if (!common::IsValidUtf8(*content)) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: {} is not UTF-8 text; releases carry text files only", flag, it->path().string()));
     }
     pb::ReleaseFileContent file;
     file.set_name(relative);

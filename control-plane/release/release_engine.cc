@@ -6,6 +6,7 @@
 #include <cctype>
 
 #include "common/system/random.h"
+#include "common/text/hex.h"
 #include "common/tls/x509.h"
 #include "spdlog/spdlog.h"
 
@@ -18,11 +19,6 @@ constexpr size_t kRunnerIdMaxLength = 128;
 constexpr int kMaxConcurrentLimit = 1000;
 // Stored lines are sent to a new follower in pages of this many.
 constexpr int kFollowPage = 5000;
-
-bool IsLowerHex(std::string_view text) {
-  return std::all_of(text.begin(), text.end(),
-                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
 
 absl::Status CheckRunnerId(const std::string& id) {
   const auto allowed = [](char c) {
@@ -93,8 +89,8 @@ struct ReleaseEngine::Runner {
 struct ReleaseEngine::Live {
   Release release;
   uint64_t queue_order = 0;  // key in queue_ while QUEUED
-  // Runners that turned the release down are not offered it again.
-  std::set<std::string> rejected_by;
+  // Runners that turned the release down, and until when they are not offered it again.
+  std::map<std::string, SteadyTime> rejected_until;
   std::optional<SteadyTime> deadline;  // ASSIGNED/RUNNING: TIMED_OUT after this
   std::set<uint64_t> followers;
 };
@@ -445,7 +441,14 @@ absl::StatusOr<RunnerSession> ReleaseEngine::ConnectRunner(const common::Identit
   }
   std::lock_guard lock(mu_);
   if (absl::Status status = CheckRunningLocked(); !status.ok()) return status;
-  if (hello.runner_id.empty()) {
+  if (identity.role == common::Role::kNode) {
+    if (!hello.runner_id.empty() && hello.runner_id != identity.name) {
+      return absl::InvalidArgumentError(
+          fmt::format("node {} must register with runner id \"{}\" (or none), not \"{}\"",
+                      identity.name, identity.name, hello.runner_id));
+    }
+    hello.runner_id = identity.name;
+  } else if (hello.runner_id.empty()) {
     absl::StatusOr<std::string> suffix = common::RandomHex(4);
     if (!suffix.ok()) return suffix.status();
     hello.runner_id = fmt::format("{}-{}", identity.name, *suffix);
@@ -513,7 +516,7 @@ absl::Status ReleaseEngine::WorkAck(const RunnerSession& session, const std::str
     if (ref.release.state != ReleaseState::kAssigned) return absl::OkStatus();
     return MarkRunningLocked(ref, "runner accepted the work");
   }
-  ref.rejected_by.insert(session.runner_id);
+  ref.rejected_until[session.runner_id] = clock_.Now() + options_.rejection_backoff;
   return LoseLocked(ref, fmt::format("runner {} rejected the work", session.runner_id));
 }
 
@@ -544,7 +547,7 @@ void ReleaseEngine::DropRunnerLocked(Runner& runner, const std::string& reason) 
 
 absl::StatusOr<ReleaseEngine::Live*> ReleaseEngine::LiveByTokenLocked(const std::string& token) {
   if (token.empty()) return Unauthenticated("is missing");
-  if (token.size() != kTokenBytes * 2 || !IsLowerHex(token)) {
+  if (token.size() != kTokenBytes * 2 || !common::IsLowerHex(token)) {
     return Unauthenticated("is malformed: expected 64 lowercase hex characters");
   }
   auto owner = tokens_.find(common::Sha256Hex(token));
@@ -565,7 +568,12 @@ absl::StatusOr<TokenScope> ReleaseEngine::Authorize(const std::string& token) {
   if (absl::Status status = CheckRunningLocked(); !status.ok()) return status;
   absl::StatusOr<Live*> live = LiveByTokenLocked(token);
   if (!live.ok()) return live.status();
-  return TokenScope{(*live)->release};
+  TokenScope scope;
+  scope.release = (*live)->release;
+  if (auto runner = runners_.find(scope.release.runner_id); runner != runners_.end()) {
+    scope.holder = runner->second->identity.ToString();
+  }
+  return scope;
 }
 
 absl::StatusOr<std::vector<ReleaseFile>> ReleaseEngine::Files(const std::string& token,
@@ -688,7 +696,10 @@ bool ReleaseEngine::QualifiesLocked(const Runner& runner, const Live& live) cons
   if (runner.FreeSlots() <= 0) return false;
   // A node's agent runs what is pinned to its node; other runners run what is not pinned.
   if (runner.node_id != release.node_id) return false;
-  if (live.rejected_by.contains(runner.id)) return false;
+  if (auto rejected = live.rejected_until.find(runner.id);
+      rejected != live.rejected_until.end() && clock_.Now() < rejected->second) {
+    return false;
+  }
   return std::find(runner.capabilities.begin(), runner.capabilities.end(), release.type) !=
          runner.capabilities.end();
 }
@@ -780,7 +791,15 @@ absl::Status ReleaseEngine::LoseLocked(Live& live, const std::string& reason) {
   next.token_expires_at.reset();
   AddTransition(next, ReleaseState::kQueued, clock_.WallNow(), reason);
   const std::string previous_runner = live.release.runner_id;
-  if (absl::Status status = store_.Update(next); !status.ok()) return status;
+  if (absl::Status status = store_.Update(next); !status.ok()) {
+    // The runner is gone either way: its token dies now. The release keeps its deadline, so the
+    // timeout settles it if the store recovers.
+    tokens_.erase(live.release.token_sha256);
+    if (auto runner = runners_.find(previous_runner); runner != runners_.end()) {
+      runner->second->releases.erase(live.release.id);
+    }
+    return status;
+  }
   RevokeLocked(live);
   live.release = std::move(next);
   live.queue_order = next_queue_order_++;
@@ -861,6 +880,8 @@ void ReleaseEngine::RunTimers() {
                     std::string(ended.status().message()));
     }
   }
+  // Releases whose rejection backoff ended may go back to the runners that refused them.
+  if (!queue_.empty()) DispatchQueuedLocked();
   if (now - last_log_flush_ >= options_.log_flush_interval) {
     if (absl::Status status = FlushLogsLocked(); !status.ok()) {
       spdlog::error("releases: cannot write log lines: {}", std::string(status.message()));

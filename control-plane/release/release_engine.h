@@ -32,6 +32,9 @@ struct ReleaseOptions {
   std::chrono::seconds runner_silence_limit{90};
   // Runners a release may be given (rejections and lost runners count).
   int default_max_attempts = 3;
+  // A runner that rejected a release is not offered it again for this long. Not for ever: a
+  // release pinned to a node has only that node's runner, which may have refused while busy.
+  std::chrono::seconds rejection_backoff{30};
   int max_max_attempts = 20;
   // Buffered log lines are written at least this often, and at once when this many wait.
   std::chrono::milliseconds log_flush_interval{200};
@@ -84,6 +87,9 @@ struct RunnerView {
 // What a release token gives access to, read-only.
 struct TokenScope {
   Release release;  // as it is now
+  // The certificate identity of the runner holding the release ("node:pi-1", "runner:ci"): only
+  // that caller may use the token.
+  std::string holder;
 };
 
 // An event for a follower: the release after a change, or a new log line.
@@ -92,9 +98,8 @@ struct ReleaseEvent {
   std::optional<LogLine> log;
 };
 
-// Called with the engine's lock held: must be quick and must not call into the engine. `last` is
-// true on the final event of a follow (the release has ended and every line was delivered), or
-// `ended` carries an error when the engine stops.
+// Called with the engine's lock held: must be quick and must not call into the engine. on_end
+// runs once: OK after the event of the release's final state, UNAVAILABLE when the engine stops.
 struct FollowSink {
   std::function<void(const ReleaseEvent& event)> on_event;
   std::function<void(const absl::Status& status)> on_end;
@@ -157,15 +162,17 @@ class ReleaseEngine {
   // a node's agent (node:<id>) gets releases pinned to its node only; a runner identity gets
   // releases that are not pinned. INVALID_ARGUMENT for a bad runner id, no capabilities or
   // max_concurrent < 1; PERMISSION_DENIED for another role or a runner id connected under another
-  // identity; RESOURCE_EXHAUSTED at max_runners. A runner id already connected under the same
-  // identity is taken over: the old connection is closed and loses its releases.
+  // identity; RESOURCE_EXHAUSTED at max_runners. A node's runner id is its node id (empty is
+  // taken as that; another id is INVALID_ARGUMENT), so no one can hold a node's id before it. A
+  // runner id already connected under the same identity is taken over: the old connection is closed
+  // and loses its releases.
   absl::StatusOr<RunnerSession> ConnectRunner(const common::Identity& identity, RunnerHello hello,
                                               std::shared_ptr<RunnerChannel> channel);
-  // Refreshes the runner and the deadlines of its releases.
+  // Keeps the runner from being dropped as silent.
   void Heartbeat(const RunnerSession& session, int active_releases);
-  // accepted: ASSIGNED → RUNNING. Rejected: the release goes to another runner (never back to
-  // this one) or fails when max_attempts is used up. UNAUTHENTICATED for a token that is not one
-  // of this runner's live ones.
+  // accepted: ASSIGNED → RUNNING. Rejected: the release goes to another runner (not back to this
+  // one for rejection_backoff) or fails when max_attempts is used up. UNAUTHENTICATED for a token
+  // that is not one of this runner's live ones.
   absl::Status WorkAck(const RunnerSession& session, const std::string& token, bool accepted);
   // The stream ended: tokens revoked, releases requeued or failed.
   void DisconnectRunner(const RunnerSession& session, const std::string& reason);
@@ -188,7 +195,9 @@ class ReleaseEngine {
                                    const std::string& error_message,
                                    std::optional<std::string> plan_output);
 
-  // Silent runners, timed-out releases, expired tokens; the Start() thread calls it every second.
+  // Drops silent runners, times out overdue releases (a token never outlives its release's
+  // timeout), offers releases again whose rejection backoff ended, and writes buffered log lines;
+  // the Start() thread calls it every second.
   void RunTimers();
 
  private:

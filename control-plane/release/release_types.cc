@@ -116,7 +116,9 @@ std::string DestinationTypeText(const DestinationType& type) {
 }
 
 DestinationType ProvisionDestinationType() {
-  return DestinationType{.organisation = "picontroller", .name = "provision", .version = 1};
+  return DestinationType{.organisation = std::string(common::provisioning::kProvisionOrganisation),
+                         .name = std::string(common::provisioning::kProvisionName),
+                         .version = common::provisioning::kProvisionVersion};
 }
 
 absl::Status ValidateFiles(const std::vector<ReleaseFile>& artifact_files,

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/provisioning/profile.h"
 
 // Plain types of the release core (DESIGN 4.2): what admins create, what runners are given and
 // what the store keeps. No gRPC here; the adapters convert wire messages to these.
@@ -46,8 +47,8 @@ std::string DestinationTypeText(const DestinationType& type);
 // The capability every pi-agent advertises and every provisioning release asks for.
 DestinationType ProvisionDestinationType();
 
-// Destination metadata key that pins a release to one node's runner.
-inline constexpr std::string_view kNodeIdMetadataKey = "node_id";
+// Destination metadata key that pins a release to one node's runner; shared with pi-agent.
+using common::provisioning::kNodeIdMetadataKey;
 
 enum class FileKind { kArtifact, kSpec };
 
@@ -167,7 +168,7 @@ struct LogLine {
 
 // A line longer than this is refused (INVALID_ARGUMENT); a release takes at most this many lines
 // (RESOURCE_EXHAUSTED beyond).
-inline constexpr size_t kMaxLogLineBytes = 64 * 1024;
+using common::provisioning::kMaxLogLineBytes;
 inline constexpr int64_t kMaxLogLinesPerRelease = 200000;
 
 struct ReleaseFilter {

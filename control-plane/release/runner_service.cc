@@ -21,28 +21,38 @@ namespace {
 
 namespace wire = forest::v1;
 
-// Log lines handed to the engine at once: large enough to keep a chatty runner cheap, small
-// enough that one bad line does not throw away much.
-constexpr size_t kLogBatchLines = 256;
+// Lines a PushLogs stream holds while the engine takes the previous ones; beyond this it stops
+// reading, so a runner that outpaces the engine is slowed by flow control instead of growing the
+// controller's memory.
+constexpr size_t kMaxPendingLogLines = 1024;
 
 constexpr std::string_view kShuttingDown = "pi-controller is shutting down";
 
 // A call answered before it started: refused, or answered from memory.
-class FinishedUnary final : public grpc::ServerUnaryReactor {
+template <typename Reactor>
+class Finished final : public Reactor {
  public:
-  explicit FinishedUnary(const absl::Status& status) { Finish(common::ToGrpcStatus(status)); }
+  explicit Finished(const absl::Status& status) { this->Finish(common::ToGrpcStatus(status)); }
   void OnDone() override { delete this; }
 };
 
-class FinishedFiles final : public grpc::ServerWriteReactor<wire::ReleaseFile> {
- public:
-  explicit FinishedFiles(const absl::Status& status) { Finish(common::ToGrpcStatus(status)); }
-  void OnDone() override { delete this; }
-};
-
-absl::Status RequireToken(const std::string& token) {
-  if (token.empty()) return absl::UnauthenticatedError("release_token is required");
-  return absl::OkStatus();
+// The verified certificate identity of a runner or of a node's agent. The cluster listener only
+// requests client certificates (other services on it take callers without one), so a caller
+// without one gets this far and is refused here.
+absl::StatusOr<common::Identity> RunnerIdentityOf(const grpc::ServerContextBase& context,
+                                                  std::string_view operation) {
+  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth == nullptr) {
+    return absl::UnauthenticatedError(
+        fmt::format("{} needs a TLS client certificate of a runner or node", operation));
+  }
+  // The listener verifies every certificate that is presented.
+  absl::StatusOr<common::Identity> identity = common::IdentityFromAuthContext(*auth, true);
+  if (!identity.ok()) return identity.status();
+  absl::Status allowed =
+      common::RequireRole(*identity, {common::Role::kRunner, common::Role::kNode}, operation);
+  if (!allowed.ok()) return allowed;
+  return identity;
 }
 
 // Who registers: the identity of the verified client certificate and that certificate's
@@ -53,17 +63,10 @@ struct Caller {
 };
 
 absl::StatusOr<Caller> CallerOf(const grpc::ServerContextBase& context) {
-  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
-  if (auth == nullptr) {
-    return absl::UnauthenticatedError("registering a runner needs a TLS client certificate");
-  }
-  // The listener verifies every certificate that is presented (see the class comment).
-  absl::StatusOr<common::Identity> identity = common::IdentityFromAuthContext(*auth, true);
+  absl::StatusOr<common::Identity> identity =
+      RunnerIdentityOf(context, "RunnerService.RegisterRunner");
   if (!identity.ok()) return identity.status();
-  absl::Status allowed = common::RequireRole(
-      *identity, {common::Role::kRunner, common::Role::kNode}, "RunnerService.RegisterRunner");
-  if (!allowed.ok()) return allowed;
-  const auto pems = auth->FindPropertyValues("x509_pem_cert");
+  const auto pems = context.auth_context()->FindPropertyValues("x509_pem_cert");
   if (pems.size() != 1) {
     return absl::UnauthenticatedError("the connection carries no single client certificate");
   }
@@ -406,84 +409,126 @@ class RunnerService::FilesStream final : public grpc::ServerWriteReactor<wire::R
   wire::ReleaseFile message_;
 };
 
-// PushLogs: lines go to the engine in batches, in order, one batch at a time (reading pauses
-// meanwhile); at the end of the stream the engine writes them to disk before the answer, so an
-// OK means the lines are durable.
+// PushLogs: every line goes to the engine as it arrives, so followers see it live and a token
+// revoked meanwhile ends the stream at once: that is how a runner learns its release was
+// cancelled. One task at a time hands the engine every line that waits, which keeps them in
+// order; reading goes on meanwhile, up to kMaxPendingLogLines. At the end of the stream the
+// engine writes the lines to disk before the answer, so an OK means they are durable.
 class RunnerService::LogStream final : public grpc::ServerReadReactor<wire::PushLogRequest> {
  public:
-  explicit LogStream(RunnerService& service) : service_(service) { StartRead(&request_); }
+  // `caller` is the verified identity of the runner; only the holder of a release may log to it.
+  LogStream(RunnerService& service, std::string caller)
+      : service_(service), caller_(std::move(caller)) {
+    StartRead(&request_);
+  }
 
   void OnReadDone(bool ok) override {
+    // Outside the lock: token_ changes only on the first message, before any drain reads it,
+    // and nothing reads into request_ while this runs.
+    const absl::Status accepted = ok ? Accept() : absl::OkStatus();
+    std::unique_lock lock(mu_);
+    if (finishing_) return;
     if (!ok) {
-      FlushAndFinish();
+      input_ended_ = true;
+      if (!draining_) StartDrainLocked(lock);
       return;
     }
-    if (absl::Status valid = RequireToken(request_.release_token()); !valid.ok()) {
-      Finish(common::ToGrpcStatus(valid));
+    if (!accepted.ok()) {
+      // A running drain ends the call when it sees the failure; gRPC must not be told twice.
+      failure_ = common::ToGrpcStatus(accepted);
+      if (!draining_) FinishLocked(lock, *failure_);
       return;
     }
-    if (token_.empty()) {
-      token_ = request_.release_token();
-    } else if (request_.release_token() != token_) {
-      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          "a PushLogs stream carries the lines of one release: every message "
-                          "needs the same release_token"));
+    pending_.push_back(LogLine{.sequence = 0,
+                               .channel = request_.channel(),
+                               .line = request_.line(),
+                               .timestamp_ms = request_.timestamp()});
+    if (!draining_ && !StartDrainLocked(lock)) return;
+    if (pending_.size() >= kMaxPendingLogLines) {
+      reading_paused_ = true;
       return;
     }
-    batch_.push_back(LogLine{.sequence = 0,
-                             .channel = request_.channel(),
-                             .line = request_.line(),
-                             .timestamp_ms = request_.timestamp()});
-    if (batch_.size() < kLogBatchLines) {
-      StartRead(&request_);
-      return;
-    }
-    RunOrFinish([this] {
-      absl::Status appended = service_.engine_.AppendLogs(token_, TakeBatch());
-      if (!appended.ok()) {
-        Finish(common::ToGrpcStatus(appended));
-        return;
-      }
-      StartRead(&request_);
-    });
+    // Under the lock, so that a drain cannot finish the call before the read is started.
+    StartRead(&request_);
   }
 
   void OnDone() override { delete this; }
 
  private:
-  void FlushAndFinish() {
+  // Checks a message's token: the first against the engine and the caller, the others against
+  // the first.
+  absl::Status Accept() {
+    const std::string& token = request_.release_token();
     if (token_.empty()) {
-      Finish(grpc::Status::OK);
+      absl::StatusOr<TokenScope> scope = service_.ScopeHeldBy(caller_, token);
+      if (!scope.ok()) return scope.status();
+      token_ = token;
+      return absl::OkStatus();
+    }
+    if (token == token_) return absl::OkStatus();
+    if (token.empty()) return absl::UnauthenticatedError("release_token is required");
+    return absl::InvalidArgumentError(
+        "a PushLogs stream carries the lines of one release: every message needs the same "
+        "release_token");
+  }
+
+  // Returns false when the call was finished instead.
+  bool StartDrainLocked(std::unique_lock<std::mutex>& lock) {
+    absl::Status started = service_.tasks_.Run([this] { Drain(); });
+    if (!started.ok()) {
+      FinishLocked(lock, common::ToGrpcStatus(started));
+      return false;
+    }
+    draining_ = true;
+    return true;
+  }
+
+  // On a task thread, the only one of this stream: hands over lines until none wait, then ends
+  // the call if the engine refused some or the runner has sent everything.
+  void Drain() {
+    std::unique_lock lock(mu_);
+    while (!failure_.has_value() && !pending_.empty()) {
+      std::vector<LogLine> lines;
+      lines.swap(pending_);
+      if (std::exchange(reading_paused_, false)) StartRead(&request_);
+      lock.unlock();
+      absl::Status appended = service_.engine_.AppendLogs(token_, std::move(lines));
+      lock.lock();
+      if (!appended.ok() && !failure_.has_value()) failure_ = common::ToGrpcStatus(appended);
+    }
+    draining_ = false;
+    if (failure_.has_value()) {
+      FinishLocked(lock, *failure_);
       return;
     }
-    RunOrFinish([this] {
-      if (!batch_.empty()) {
-        absl::Status appended = service_.engine_.AppendLogs(token_, TakeBatch());
-        if (!appended.ok()) {
-          Finish(common::ToGrpcStatus(appended));
-          return;
-        }
-      }
-      Finish(common::ToGrpcStatus(service_.engine_.FlushLogs()));
-    });
+    if (!input_ended_) return;
+    finishing_ = true;
+    lock.unlock();
+    Finish(common::ToGrpcStatus(service_.engine_.FlushLogs()));
   }
 
-  // The task is the only one touching the reactor until it starts a read or finishes.
-  void RunOrFinish(std::function<void()> task) {
-    absl::Status started = service_.tasks_.Run(std::move(task));
-    if (!started.ok()) Finish(common::ToGrpcStatus(started));
-  }
-
-  std::vector<LogLine> TakeBatch() {
-    std::vector<LogLine> lines;
-    lines.swap(batch_);
-    return lines;
+  // Finish may run OnDone, which deletes this stream, before it returns: the lock is let go
+  // first and nothing is touched after.
+  void FinishLocked(std::unique_lock<std::mutex>& lock, grpc::Status status) {
+    finishing_ = true;
+    lock.unlock();
+    Finish(status);
   }
 
   RunnerService& service_;
+  const std::string caller_;
+  // The read path's: request_ between reads, token_ set by the first message (before any drain
+  // reads it).
   wire::PushLogRequest request_;
   std::string token_;
-  std::vector<LogLine> batch_;
+
+  std::mutex mu_;
+  std::vector<LogLine> pending_;
+  bool draining_ = false;
+  bool reading_paused_ = false;
+  bool input_ended_ = false;
+  std::optional<grpc::Status> failure_;
+  bool finishing_ = false;
 };
 
 RunnerService::RunnerService(ReleaseEngine& engine, RunnerAuthorizer authorize)
@@ -536,9 +581,31 @@ grpc::ServerBidiReactor<wire::RunnerMessage, wire::ServerMessage>* RunnerService
   return stream.get();
 }
 
+absl::StatusOr<TokenScope> RunnerService::ScopeHeldBy(const std::string& caller,
+                                                      const std::string& token) {
+  absl::StatusOr<TokenScope> scope = engine_.Authorize(token);
+  if (!scope.ok()) return scope.status();
+  // A token that leaked to another runner, or one handed to the wrong stream, is worth nothing.
+  if (scope->holder != caller) {
+    return absl::UnauthenticatedError("release token belongs to another runner");
+  }
+  return scope;
+}
+
+absl::StatusOr<TokenScope> RunnerService::AuthorizeCall(const grpc::ServerContextBase& context,
+                                                        const std::string& token,
+                                                        std::string_view operation) {
+  absl::StatusOr<common::Identity> caller = RunnerIdentityOf(context, operation);
+  if (!caller.ok()) return caller.status();
+  return ScopeHeldBy(caller->ToString(), token);
+}
+
 grpc::ServerWriteReactor<wire::ReleaseFile>* RunnerService::StreamFiles(
-    grpc::CallbackServerContext* /*context*/, const std::string& token, FileKind kind) {
-  if (absl::Status valid = RequireToken(token); !valid.ok()) return new FinishedFiles(valid);
+    grpc::CallbackServerContext* context, const std::string& token, FileKind kind,
+    std::string_view operation) {
+  if (absl::StatusOr<TokenScope> scope = AuthorizeCall(*context, token, operation); !scope.ok()) {
+    return new Finished<grpc::ServerWriteReactor<wire::ReleaseFile>>(scope.status());
+  }
   auto* stream = new FilesStream();
   absl::Status started =
       tasks_.Run([this, stream, token, kind] { stream->Send(engine_.Files(token, kind)); });
@@ -548,27 +615,32 @@ grpc::ServerWriteReactor<wire::ReleaseFile>* RunnerService::StreamFiles(
 
 grpc::ServerWriteReactor<wire::ReleaseFile>* RunnerService::GetReleaseFiles(
     grpc::CallbackServerContext* context, const wire::GetReleaseFilesRequest* request) {
-  return StreamFiles(context, request->release_token(), FileKind::kArtifact);
+  return StreamFiles(context, request->release_token(), FileKind::kArtifact,
+                     "RunnerService.GetReleaseFiles");
 }
 
 grpc::ServerWriteReactor<wire::ReleaseFile>* RunnerService::GetSpecFiles(
     grpc::CallbackServerContext* context, const wire::GetSpecFilesRequest* request) {
-  return StreamFiles(context, request->release_token(), FileKind::kSpec);
+  return StreamFiles(context, request->release_token(), FileKind::kSpec,
+                     "RunnerService.GetSpecFiles");
 }
 
 grpc::ServerReadReactor<wire::PushLogRequest>* RunnerService::PushLogs(
-    grpc::CallbackServerContext* /*context*/, wire::PushLogResponse* /*response*/) {
-  return new LogStream(*this);
+    grpc::CallbackServerContext* context, wire::PushLogResponse* /*response*/) {
+  // The token comes with the first message; the caller can be refused before it.
+  absl::StatusOr<common::Identity> caller = RunnerIdentityOf(*context, "RunnerService.PushLogs");
+  if (!caller.ok()) {
+    return new Finished<grpc::ServerReadReactor<wire::PushLogRequest>>(caller.status());
+  }
+  return new LogStream(*this, caller->ToString());
 }
 
 grpc::ServerUnaryReactor* RunnerService::GetReleaseAnnotation(
-    grpc::CallbackServerContext* /*context*/, const wire::GetReleaseAnnotationRequest* request,
+    grpc::CallbackServerContext* context, const wire::GetReleaseAnnotationRequest* request,
     wire::ReleaseAnnotationResponse* response) {
-  if (absl::Status valid = RequireToken(request->release_token()); !valid.ok()) {
-    return new FinishedUnary(valid);
-  }
-  absl::StatusOr<TokenScope> scope = engine_.Authorize(request->release_token());
-  if (!scope.ok()) return new FinishedUnary(scope.status());
+  absl::StatusOr<TokenScope> scope =
+      AuthorizeCall(*context, request->release_token(), "RunnerService.GetReleaseAnnotation");
+  if (!scope.ok()) return new Finished<grpc::ServerUnaryReactor>(scope.status());
   const Release& release = scope->release;
   const Annotation& annotation = release.annotation;
   response->set_slug(annotation.slug);
@@ -583,30 +655,30 @@ grpc::ServerUnaryReactor* RunnerService::GetReleaseAnnotation(
   response->set_reference_commit_message(annotation.reference_commit_message);
   response->set_created_at(
       google::protobuf::util::TimeUtil::ToString(common::ToProtoTimestamp(release.created_at)));
-  return new FinishedUnary(absl::OkStatus());
+  return new Finished<grpc::ServerUnaryReactor>(absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* RunnerService::GetProjectInfo(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* RunnerService::GetProjectInfo(grpc::CallbackServerContext* context,
                                                         const wire::GetProjectInfoRequest* request,
                                                         wire::ProjectInfoResponse* response) {
-  if (absl::Status valid = RequireToken(request->release_token()); !valid.ok()) {
-    return new FinishedUnary(valid);
-  }
-  absl::StatusOr<TokenScope> scope = engine_.Authorize(request->release_token());
-  if (!scope.ok()) return new FinishedUnary(scope.status());
+  absl::StatusOr<TokenScope> scope =
+      AuthorizeCall(*context, request->release_token(), "RunnerService.GetProjectInfo");
+  if (!scope.ok()) return new Finished<grpc::ServerUnaryReactor>(scope.status());
   response->set_organisation(scope->release.project_organisation);
   response->set_project(scope->release.project);
-  return new FinishedUnary(absl::OkStatus());
+  return new Finished<grpc::ServerUnaryReactor>(absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* RunnerService::CompleteRelease(
     grpc::CallbackServerContext* context, const wire::CompleteReleaseRequest* request,
     wire::CompleteReleaseResponse* /*response*/) {
-  if (absl::Status valid = RequireToken(request->release_token()); !valid.ok()) {
-    return new FinishedUnary(valid);
+  if (absl::StatusOr<TokenScope> scope =
+          AuthorizeCall(*context, request->release_token(), "RunnerService.CompleteRelease");
+      !scope.ok()) {
+    return new Finished<grpc::ServerUnaryReactor>(scope.status());
   }
   absl::StatusOr<ReleaseEngine::Outcome> outcome = OutcomeFrom(request->outcome());
-  if (!outcome.ok()) return new FinishedUnary(outcome.status());
+  if (!outcome.ok()) return new Finished<grpc::ServerUnaryReactor>(outcome.status());
   std::optional<std::string> plan_output;
   if (request->has_plan_output()) plan_output = request->plan_output();
   return common::FinishUnaryOnTask(

@@ -7,8 +7,10 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/grpc/blocking_tasks.h"
 #include "common/tls/identity.h"
 #include "control-plane/release/release_engine.h"
@@ -24,11 +26,13 @@ using RunnerAuthorizer =
 
 // forest.v1.RunnerService (DESIGN 4.2) on the release engine. Runners register on a stream
 // authenticated by their client certificate (runner:<name> or node:<id>) and receive work
-// there; every later call carries the release token of one assignment. Serve it only on a
-// listener that verifies client certificates against the cluster CA: the identity is taken from
-// the certificate as presented.
+// there; every later call carries the release token of one assignment and must come from the
+// identity that holds that release. Serve it only on a listener that verifies the client
+// certificates presented against the cluster CA (it may let callers without one through: they
+// are refused here): the identity is taken from the certificate as presented.
 //
-// Engine calls that write run on threads of the service's own, never on gRPC's callback threads.
+// Engine calls that write run on threads of the service's own, never on gRPC's callback threads;
+// only in-memory ones (Heartbeat, Authorize) run inline, so a refused call costs no thread.
 class RunnerService final : public forest::v1::RunnerService::CallbackService {
  public:
   // A null `authorize` accepts every runner and node identity.
@@ -67,7 +71,13 @@ class RunnerService final : public forest::v1::RunnerService::CallbackService {
   class LogStream;
 
   grpc::ServerWriteReactor<forest::v1::ReleaseFile>* StreamFiles(
-      grpc::CallbackServerContext* context, const std::string& token, FileKind kind);
+      grpc::CallbackServerContext* context, const std::string& token, FileKind kind,
+      std::string_view operation);
+  // What `token` gives access to, if `caller` (an identity string) holds its release.
+  absl::StatusOr<TokenScope> ScopeHeldBy(const std::string& caller, const std::string& token);
+  // Admits a token-scoped call: a runner or node certificate that holds the token's release.
+  absl::StatusOr<TokenScope> AuthorizeCall(const grpc::ServerContextBase& context,
+                                           const std::string& token, std::string_view operation);
   // Forgets a stream whose call is over and hands back the last reference to it.
   std::shared_ptr<RunnerStream> Forget(RunnerStream* stream);
   // Tells the engine a runner's stream is over, from a task thread.

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "common/text/hex.h"
 #include "control-plane/store/cluster_store.h"
 
 namespace pi::controlplane::release {
@@ -121,13 +122,6 @@ class StatementUse {
 
 bool IsKnownState(ReleaseState state) { return StateName(state) != "UNKNOWN"; }
 
-// Token hashes are kept in lower case so the engine compares them as plain strings.
-bool IsSha256Hex(const std::string& value) {
-  return value.size() == 64 && std::all_of(value.begin(), value.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
-}
-
 std::string_view KindName(FileKind kind) {
   return kind == FileKind::kArtifact ? "artifact" : "spec";
 }
@@ -150,7 +144,7 @@ absl::Status ValidateRelease(const Release& release) {
                                                     static_cast<int>(transition.state)));
     }
   }
-  if (!release.token_sha256.empty() && !IsSha256Hex(release.token_sha256)) {
+  if (!release.token_sha256.empty() && !common::IsSha256Hex(release.token_sha256)) {
     return absl::InvalidArgumentError(fmt::format(
         "release {}: token hash must be empty or 64 lower-case hex digits (SHA-256)", release.id));
   }

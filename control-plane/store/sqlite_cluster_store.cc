@@ -6,6 +6,8 @@
 #include <array>
 #include <nlohmann/json.hpp>
 
+#include "common/text/hex.h"
+
 namespace pi::controlplane::store {
 namespace {
 
@@ -70,13 +72,6 @@ constexpr char kJoinTokenColumns[] =
     "id, secret_hash, description, created_by, created_at_ns, expires_at_ns, revoked_at_ns, "
     "use_count, max_uses, revision";
 
-// The store keeps hex digests in lower case so they compare as plain strings.
-bool IsSha256Hex(const std::string& value) {
-  return value.size() == 64 && std::all_of(value.begin(), value.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
-}
-
 bool ConstantTimeEquals(const std::string& a, const std::string& b) {
   if (a.size() != b.size()) return false;
   unsigned char difference = 0;
@@ -104,7 +99,7 @@ absl::Status ValidateNode(const Node& node) {
   if (node.hostname.empty()) {
     return absl::InvalidArgumentError(fmt::format("node {} has an empty hostname", node.id));
   }
-  if (!node.cert_sha256.empty() && !IsSha256Hex(node.cert_sha256)) {
+  if (!node.cert_sha256.empty() && !common::IsSha256Hex(node.cert_sha256)) {
     return absl::InvalidArgumentError(fmt::format(
         "node {} certificate fingerprint must be 64 lower-case hex digits (SHA-256)", node.id));
   }
@@ -117,7 +112,7 @@ absl::Status ValidateNode(const Node& node) {
 
 absl::Status ValidateJoinToken(const JoinToken& token) {
   if (absl::Status s = ValidateId("join token", token.id); !s.ok()) return s;
-  if (!IsSha256Hex(token.secret_hash)) {
+  if (!common::IsSha256Hex(token.secret_hash)) {
     return absl::InvalidArgumentError(fmt::format(
         "join token {} secret hash must be 64 lower-case hex digits (SHA-256)", token.id));
   }
@@ -598,7 +593,7 @@ absl::StatusOr<JoinToken> SqliteClusterStore::ConsumeJoinToken(const std::string
                                                                const std::string& secret_hash,
                                                                TimePoint now) {
   if (absl::Status s = ValidateId("join token", id); !s.ok()) return s;
-  if (!IsSha256Hex(secret_hash)) {
+  if (!common::IsSha256Hex(secret_hash)) {
     return absl::InvalidArgumentError("join token secret hash must be 64 lower-case hex digits");
   }
   std::lock_guard lock(mu_);

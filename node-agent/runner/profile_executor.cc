@@ -97,22 +97,8 @@ class Filesystem {
   // symlinks and must stay inside the filesystem root, and both the requested path and the one
   // the symlinks lead to must fall inside an allowed write root.
   absl::StatusOr<ResolvedTarget> ResolveForWrite(const std::string& path) {
-    absl::StatusOr<ResolvedTarget> target = ResolveParent(path);
+    absl::StatusOr<ResolvedTarget> target = ResolveInsideAllowedRoots(path);
     if (!target.ok()) return target.status();
-    if (!InsideAllowedRoot(target->requested)) {
-      return absl::PermissionDeniedError(
-          fmt::format("{} is outside runner.allowed_write_roots ({})", Join(target->requested),
-                      AllowedRootsText()));
-    }
-    std::vector<std::string> effective = target->visible_parent;
-    effective.insert(effective.end(), target->missing_dirs.begin(), target->missing_dirs.end());
-    effective.push_back(target->file_name);
-    if (!InsideAllowedRoot(effective)) {
-      return absl::PermissionDeniedError(
-          fmt::format("{} leads through a symbolic link to {}, which is outside "
-                      "runner.allowed_write_roots ({})",
-                      Join(target->requested), Join(effective), AllowedRootsText()));
-    }
     // Directories are only created inside an allowed root, never above one.
     if (!target->missing_dirs.empty()) {
       std::vector<std::string> first_missing = target->visible_parent;
@@ -127,26 +113,37 @@ class Filesystem {
     return target;
   }
 
-  // Resolves `path` for reading: the file and every directory on the way must stay inside the
-  // filesystem root once symlinks are resolved. NOT_FOUND when it does not exist.
-  absl::StatusOr<std::string> ResolveForRead(const std::string& path) {
-    absl::StatusOr<std::string> root = Root();
-    if (!root.ok()) return root.status();
-    const std::vector<std::string> requested = Components(path);
-    const std::string host = (fs::path(*root) / fs::path(Join(requested)).relative_path()).string();
+  // Resolves `path` for a check under the rules of a write, so a profile cannot probe files it
+  // may not write (the agent's own key, say) byte by byte through `contains`; the file itself may
+  // be a link that stays inside the allowed roots. NOT_FOUND when it does not exist.
+  absl::StatusOr<std::string> ResolveForCheck(const std::string& path) {
+    absl::StatusOr<ResolvedTarget> target = ResolveInsideAllowedRoots(path);
+    if (!target.ok()) return target.status();
+    const std::string shown = Join(target->requested);
     char resolved[PATH_MAX];
-    if (realpath(host.c_str(), resolved) == nullptr) {
-      const int error = errno;
+    if (!target->missing_dirs.empty() ||
+        realpath(target->HostPath().c_str(), resolved) == nullptr) {
+      const int error = target->missing_dirs.empty() ? errno : ENOENT;
       if (error == ENOENT || error == ENOTDIR) {
-        return absl::NotFoundError(fmt::format("{} does not exist", Join(requested)));
+        return absl::NotFoundError(fmt::format("{} does not exist", shown));
       }
       return absl::FailedPreconditionError(
-          fmt::format("cannot resolve {}: {}", Join(requested), ErrnoText(error)));
+          fmt::format("cannot resolve {}: {}", shown, ErrnoText(error)));
     }
-    if (!IsWithin(Components(resolved), Components(*root))) {
+    const std::vector<std::string> root_parts = Components(*root_);
+    const std::vector<std::string> host_parts = Components(resolved);
+    if (!IsWithin(host_parts, root_parts)) {
       return absl::PermissionDeniedError(
-          fmt::format("{} leads through a symbolic link outside the filesystem root {}",
-                      Join(requested), policy_.filesystem_root));
+          fmt::format("{} leads through a symbolic link outside the filesystem root {}", shown,
+                      policy_.filesystem_root));
+    }
+    const std::vector<std::string> visible(host_parts.begin() + root_parts.size(),
+                                           host_parts.end());
+    if (!InsideAllowedRoot(visible)) {
+      return absl::PermissionDeniedError(
+          fmt::format("{} is a symbolic link to {}, which is outside runner.allowed_write_roots "
+                      "({})",
+                      shown, Join(visible), AllowedRootsText()));
     }
     return std::string(resolved);
   }
@@ -163,6 +160,28 @@ class Filesystem {
       root_ = resolved;
     }
     return *root_;
+  }
+
+  // The requested path and the one the symlinks of its directories lead to must both fall
+  // inside an allowed write root.
+  absl::StatusOr<ResolvedTarget> ResolveInsideAllowedRoots(const std::string& path) {
+    absl::StatusOr<ResolvedTarget> target = ResolveParent(path);
+    if (!target.ok()) return target.status();
+    if (!InsideAllowedRoot(target->requested)) {
+      return absl::PermissionDeniedError(
+          fmt::format("{} is outside runner.allowed_write_roots ({})", Join(target->requested),
+                      AllowedRootsText()));
+    }
+    std::vector<std::string> effective = target->visible_parent;
+    effective.insert(effective.end(), target->missing_dirs.begin(), target->missing_dirs.end());
+    effective.push_back(target->file_name);
+    if (!InsideAllowedRoot(effective)) {
+      return absl::PermissionDeniedError(
+          fmt::format("{} leads through a symbolic link to {}, which is outside "
+                      "runner.allowed_write_roots ({})",
+                      Join(target->requested), Join(effective), AllowedRootsText()));
+    }
+    return target;
   }
 
   absl::StatusOr<ResolvedTarget> ResolveParent(const std::string& path) {
@@ -421,10 +440,14 @@ class ProvisionRun {
     if (auto planned = planned_contents_.find(shown); plan_ && planned != planned_contents_.end()) {
       content = planned->second;
     } else {
-      absl::StatusOr<std::string> host_path = files_.ResolveForRead(step.path);
+      absl::StatusOr<std::string> host_path = files_.ResolveForCheck(step.path);
       if (absl::IsNotFound(host_path.status())) {
         return absl::FailedPreconditionError(
             fmt::format("check failed: {}", Message(host_path.status())));
+      }
+      if (absl::IsPermissionDenied(host_path.status())) {
+        return absl::PermissionDeniedError(fmt::format(
+            "{}; a profile checks only files it may write", Message(host_path.status())));
       }
       if (!host_path.ok()) return host_path.status();
       if (!step.contains.empty()) {

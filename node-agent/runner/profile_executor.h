@@ -15,10 +15,11 @@ namespace pi::agent::runner {
 
 // The `runner` section's file policy: every path a profile writes or checks is resolved under
 // filesystem_root (an image being prepared, or a test directory) and must fall inside one of
-// allowed_write_roots (absolute, as seen by the profile) to be written. Symbolic links on the way
-// are followed only while they stay inside filesystem_root, and a write must fall inside an
-// allowed root both as named and as the links resolve it; a file that is itself a link is never
-// written. Missing directories are created (0755) only inside an allowed root.
+// allowed_write_roots (absolute, as seen by the profile) to be written or checked, so a check
+// cannot read the agent's own secrets. Symbolic links on the way are followed only while they
+// stay inside filesystem_root, and the path must fall inside an allowed root both as named and as
+// the links resolve it; a file that is itself a link is never written. Missing directories are
+// created (0755) only inside an allowed root.
 struct ProvisionPolicy {
   std::string filesystem_root = "/";
   std::vector<std::string> allowed_write_roots;

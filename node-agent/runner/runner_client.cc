@@ -4,10 +4,12 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <functional>
 #include <optional>
 #include <utility>
 #include <vector>
 
+#include "common/provisioning/profile.h"
 #include "common/system/duration.h"
 #include "common/text/utf8.h"
 #include "forest/v1/runner.grpc.pb.h"
@@ -17,17 +19,9 @@ namespace pi::agent::runner {
 namespace {
 
 namespace wire = forest::v1;
+namespace provisioning = common::provisioning;
 using std::chrono::milliseconds;
 using std::chrono::nanoseconds;
-
-// The one destination type pi-agent runs (DESIGN 5.3), and the metadata key that pins a release
-// to a node; both as the controller writes them.
-constexpr char kProvisionOrganisation[] = "picontroller";
-constexpr char kProvisionName[] = "provision";
-constexpr uint64_t kProvisionVersion = 1;
-constexpr char kNodeIdMetadataKey[] = "node_id";
-// The controller refuses longer log lines (and with them the rest of the stream).
-constexpr size_t kMaxLogLineBytes = 64 * 1024;
 
 std::string Describe(const grpc::Status& status) {
   return fmt::format("{}: {}",
@@ -45,8 +39,8 @@ uint64_t NowMillis() {
 // boundary.
 std::string LogLineText(std::string_view raw) {
   std::string line = common::ToValidUtf8(raw);
-  if (line.size() > kMaxLogLineBytes) {
-    size_t cut = kMaxLogLineBytes;
+  if (line.size() > provisioning::kMaxLogLineBytes) {
+    size_t cut = provisioning::kMaxLogLineBytes;
     while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
     line.resize(cut);
   }
@@ -54,27 +48,33 @@ std::string LogLineText(std::string_view raw) {
 }
 
 // The PushLogs stream of one release, opened with its first line. A line the controller cannot
-// take ends the stream; the run goes on and its outcome is still reported.
+// take ends the stream; the run goes on and its outcome is still reported, unless the answer is
+// UNAUTHENTICATED: the controller revoked the token because the release has ended there
+// (cancelled or timed out), and `revoked` is called to stop the run.
 class LogStream {
  public:
   LogStream(wire::RunnerService::Stub& stub, std::string token, std::string release_id,
-            common::CancelToken& cancel)
-      : stub_(stub), token_(std::move(token)), release_id_(std::move(release_id)) {
-    // A run that is cancelled reports its outcome through CompleteRelease; its remaining lines
-    // are not worth a wait on a controller that may be gone.
+            common::CancelToken& cancel, std::function<void()> revoked)
+      : stub_(stub),
+        token_(std::move(token)),
+        release_id_(std::move(release_id)),
+        revoked_(std::move(revoked)) {
+    // A cancelled run reports no outcome; its remaining lines are not worth a wait on a
+    // controller that may be gone.
     cancel_registration_.emplace(cancel.OnCancel([this] { context_.TryCancel(); }));
   }
 
   void Write(std::string_view channel, std::string_view text) {
     std::lock_guard lock(mu_);
-    if (broken_) return;
+    if (ended_) return;
     if (!writer_) writer_ = stub_.PushLogs(&context_, &response_);
     // One message per line: the controller stores and shows lines, not chunks.
     size_t start = 0;
     while (true) {
       const size_t end = text.find('\n', start);
       if (!Send(channel, text.substr(start, end == std::string_view::npos ? end : end - start))) {
-        broken_ = true;
+        // The controller ended the stream; its status says why.
+        EndLocked(/*writes_done=*/false);
         return;
       }
       if (end == std::string_view::npos || end + 1 == text.size()) return;
@@ -85,14 +85,7 @@ class LogStream {
   // Ends the stream and waits for the controller's answer.
   void Close() {
     std::lock_guard lock(mu_);
-    if (!writer_) return;
-    if (!broken_) writer_->WritesDone();
-    const grpc::Status status = writer_->Finish();
-    if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
-      spdlog::warn("log lines of release {} were not all delivered ({})", release_id_,
-                   Describe(status));
-    }
-    writer_.reset();
+    if (writer_) EndLocked(/*writes_done=*/true);
   }
 
   ~LogStream() { Close(); }
@@ -107,15 +100,66 @@ class LogStream {
     return writer_->Write(request);
   }
 
+  void EndLocked(bool writes_done) {
+    if (writes_done) writer_->WritesDone();
+    const grpc::Status status = writer_->Finish();
+    writer_.reset();
+    ended_ = true;
+    if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+      revoked_();
+    } else if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
+      spdlog::warn("log lines of release {} were not all delivered ({})", release_id_,
+                   Describe(status));
+    }
+  }
+
   wire::RunnerService::Stub& stub_;
   const std::string token_;
   const std::string release_id_;
+  const std::function<void()> revoked_;
   std::mutex mu_;
   grpc::ClientContext context_;
   wire::PushLogResponse response_;
   std::unique_ptr<grpc::ClientWriter<wire::PushLogRequest>> writer_;
-  bool broken_ = false;
+  bool ended_ = false;
   std::optional<common::CancelToken::Registration> cancel_registration_;
+};
+
+// Probes a release's token every `interval` while its profile runs, and calls `revoked` once the
+// controller answers UNAUTHENTICATED. A step that prints nothing (a long command) sends no log
+// line whose answer would tell the runner that the release was cancelled or timed out.
+class RevocationProbe {
+ public:
+  RevocationProbe(wire::RunnerService::Stub& stub, std::string token, nanoseconds interval,
+                  milliseconds timeout, std::function<void()> revoked)
+      : thread_([this, &stub, token = std::move(token), interval, timeout,
+                 revoked = std::move(revoked)] {
+          while (!done_.WaitFor(interval)) {
+            grpc::ClientContext context;
+            context.set_deadline(std::chrono::system_clock::now() + timeout);
+            const auto registration = done_.OnCancel([&context] { context.TryCancel(); });
+            wire::GetReleaseAnnotationRequest request;
+            request.set_release_token(token);
+            wire::ReleaseAnnotationResponse response;
+            const grpc::Status status = stub.GetReleaseAnnotation(&context, request, &response);
+            if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+              revoked();
+              return;
+            }
+          }
+        }) {}
+
+  ~RevocationProbe() {
+    done_.Cancel();
+    thread_.join();
+  }
+
+  RevocationProbe(const RevocationProbe&) = delete;
+  RevocationProbe& operator=(const RevocationProbe&) = delete;
+
+ private:
+  common::CancelToken done_;
+  std::thread thread_;
 };
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> FetchFiles(
@@ -180,7 +224,6 @@ void RunnerClient::Start() {
 
 void RunnerClient::Stop() {
   stop_.Cancel();
-  // The releases report their outcome while the stream still holds their tokens valid.
   CancelAndJoinWorkers();
   stop_stream_.Cancel();
   if (thread_.joinable()) thread_.join();
@@ -216,9 +259,9 @@ absl::Status RunnerClient::RunSession(bool& registered) {
   auto* register_message = hello.mutable_register_();
   register_message->set_runner_id(options_.node_id);
   auto* capability = register_message->add_capabilities();
-  capability->set_organisation(kProvisionOrganisation);
-  capability->set_name(kProvisionName);
-  capability->set_version(kProvisionVersion);
+  capability->set_organisation(std::string(provisioning::kProvisionOrganisation));
+  capability->set_name(std::string(provisioning::kProvisionName));
+  capability->set_version(provisioning::kProvisionVersion);
   register_message->set_max_concurrent(options_.max_concurrent);
 
   std::thread heartbeats;
@@ -272,20 +315,18 @@ std::string RunnerClient::Refusal(const Work& work) const {
   const wire::WorkAssignment& assignment = work.assignment;
   if (stop_.cancelled()) return "pi-agent is stopping";
   const wire::DestinationCapability& type = assignment.destination().type();
-  if (type.organisation() != kProvisionOrganisation || type.name() != kProvisionName ||
-      type.version() != kProvisionVersion) {
+  if (type.organisation() != provisioning::kProvisionOrganisation ||
+      type.name() != provisioning::kProvisionName ||
+      type.version() != provisioning::kProvisionVersion) {
     return fmt::format("destination type {}/{}@{} is not {}/{}@{}", type.organisation(),
-                       type.name(), type.version(), kProvisionOrganisation, kProvisionName,
-                       kProvisionVersion);
+                       type.name(), type.version(), provisioning::kProvisionOrganisation,
+                       provisioning::kProvisionName, provisioning::kProvisionVersion);
   }
   const auto& metadata = assignment.destination().metadata();
-  if (auto pinned = metadata.find(kNodeIdMetadataKey);
+  if (auto pinned = metadata.find(std::string(provisioning::kNodeIdMetadataKey));
       pinned != metadata.end() && !pinned->second.empty() && pinned->second != options_.node_id) {
     return fmt::format("it is pinned to node {}, this is node {}", pinned->second,
                        options_.node_id);
-  }
-  if (active_.load() >= options_.max_concurrent) {
-    return fmt::format("busy: {} of {} releases running", active_.load(), options_.max_concurrent);
   }
   return "";
 }
@@ -315,7 +356,7 @@ void RunnerClient::StartWorker(Work work) {
     return true;
   });
   auto worker = std::make_unique<Worker>();
-  // Stop() may have cancelled the running releases just now: this one then only reports that.
+  // Stop() may have cancelled the running releases just now: this one then does not start.
   if (stop_.cancelled()) worker->cancel.Cancel();
   active_.fetch_add(1);
   Worker* raw = worker.get();
@@ -340,17 +381,27 @@ void RunnerClient::CancelAndJoinWorkers() {
 void RunnerClient::RunRelease(const Work& work, common::CancelToken& cancel) {
   const wire::WorkAssignment& assignment = work.assignment;
   const std::string& id = assignment.release_id();
+  const std::string& token = assignment.release_token();
   const bool plan = assignment.mode() == wire::RELEASE_MODE_PLAN;
   spdlog::info("runner {} running release {} ({})", options_.node_id, id, plan ? "plan" : "deploy");
 
+  std::atomic<bool> revoked{false};
+  const auto on_revoked = [&revoked, &cancel] {
+    revoked = true;
+    cancel.Cancel();
+  };
   wire::CompleteReleaseRequest completion;
-  completion.set_release_token(assignment.release_token());
+  completion.set_release_token(token);
   completion.set_outcome(wire::RELEASE_OUTCOME_FAILURE);
-  auto files = FetchFiles(*work.stub, assignment.release_token(), options_.rpc_timeout, cancel);
-  if (!files.ok()) {
+  auto files = FetchFiles(*work.stub, token, options_.rpc_timeout, cancel);
+  if (absl::IsUnauthenticated(files.status())) {
+    on_revoked();
+  } else if (!files.ok()) {
     completion.set_error_message(std::string(files.status().message()));
   } else {
-    LogStream logs(*work.stub, assignment.release_token(), id, cancel);
+    RevocationProbe probe(*work.stub, token, options_.heartbeat_interval, options_.rpc_timeout,
+                          on_revoked);
+    LogStream logs(*work.stub, token, id, cancel, on_revoked);
     auto result = executor_.Run(
         *files, plan,
         [&logs](std::string_view channel, std::string_view line) { logs.Write(channel, line); },
@@ -366,17 +417,21 @@ void RunnerClient::RunRelease(const Work& work, common::CancelToken& cancel) {
       completion.set_error_message(result->error_message);
     }
   }
-  if (completion.outcome() == wire::RELEASE_OUTCOME_FAILURE && cancel.cancelled()) {
-    completion.set_error_message(fmt::format(
-        "{}: {}",
-        stop_.cancelled() ? "cancelled because pi-agent is stopping"
-                          : "cancelled because the connection to the controller was lost",
-        completion.error_message()));
+  // The run was cut short, so its outcome says nothing about the release. The controller ended
+  // it already (revoked), or requeues or fails it once this runner's stream is gone.
+  if (cancel.cancelled()) {
+    if (revoked) {
+      spdlog::info("release {} was cancelled or timed out on the controller; its run was stopped",
+                   id);
+    } else {
+      spdlog::warn(
+          "release {} was stopped because {}; the controller requeues or fails it", id,
+          stop_.cancelled() ? "pi-agent is stopping" : "the connection to the controller was lost");
+    }
+    return;
   }
   completion.set_error_message(LogLineText(completion.error_message()));
 
-  // Always sent, also for a cancelled run, so the release ends at once instead of waiting for the
-  // controller to notice the runner is gone.
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + options_.rpc_timeout);
   wire::CompleteReleaseResponse response;

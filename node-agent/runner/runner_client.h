@@ -27,25 +27,32 @@ struct RunnerClientOptions {
   // The enrollment's files: node.crt/node.key present the node identity, ca.crt trusts the
   // controller. Read again on every connection, so a renewed certificate is picked up.
   common::ClientTlsConfig tls;
-  // Releases run at once; more assignments are refused (WorkAck accepted=false) and go elsewhere.
+  // Releases run at once, as the controller counts them: it assigns no more than this. Every
+  // assignment it makes is taken, since the agent's own count lags (the controller frees a slot
+  // on CompleteRelease, before the release's thread ends here).
   int max_concurrent = 1;
-  // Forest recommends 10s; the controller drops a runner silent for 90s.
+  // Forest recommends 10s; the controller drops a runner silent for 90s. Each running release's
+  // token is probed as often, to notice a release the controller cancelled or timed out.
   std::chrono::nanoseconds heartbeat_interval = std::chrono::seconds(10);
   // Reconnect delays double from initial_backoff up to max_backoff; an accepted registration
   // starts over.
   std::chrono::nanoseconds initial_backoff = std::chrono::seconds(1);
   std::chrono::nanoseconds max_backoff = std::chrono::seconds(30);
-  // Deadline of GetReleaseFiles and CompleteRelease.
+  // Deadline of GetReleaseFiles, the token probes and CompleteRelease.
   std::chrono::milliseconds rpc_timeout{10'000};
 };
 
 // Keeps a RegisterRunner stream open to the controller on its own thread, heartbeats it, and runs
 // each accepted WorkAssignment on a worker thread: GetReleaseFiles, ProfileExecutor::Run with every
-// output line streamed through PushLogs, then CompleteRelease, which is always called (a failed
-// fetch or run is a FAILURE with the error). Refuses assignments for another node, another
-// destination type, or beyond max_concurrent. A broken stream is retried with capped exponential
-// backoff and never ends the agent; the releases running on it are cancelled, since the controller
-// revokes their tokens when the stream ends.
+// output line streamed through PushLogs, then CompleteRelease (a failed fetch or run is a FAILURE
+// with the error). Refuses assignments for another node or another destination type.
+//
+// A run that is cancelled reports no outcome. The controller cancels a release (admin cancel,
+// timeout) by revoking its token, which the runner learns from the UNAUTHENTICATED answer of
+// PushLogs or of a token probe; the release has ended there already. When the stream breaks or
+// the agent stops, the controller loses the runner and requeues its releases, or fails them when
+// their attempts are used up (DESIGN 4.2). A broken stream is retried with capped exponential
+// backoff and never ends the agent.
 class RunnerClient {
  public:
   // `executor` must outlive the client.
@@ -55,8 +62,8 @@ class RunnerClient {
   RunnerClient& operator=(const RunnerClient&) = delete;
 
   void Start();
-  // Cancels running releases (each still reports its outcome), then the stream, and joins every
-  // thread. Idempotent.
+  // Cancels the running releases and waits for them, then ends the stream without reporting
+  // them, so the controller requeues them as for any runner that goes away. Idempotent.
   void Stop();
 
   // Registrations the controller accepted since Start (one per successful connection).
@@ -76,17 +83,19 @@ class RunnerClient {
   // Sends a heartbeat every heartbeat_interval until the stream is done.
   void Heartbeat(Stream& stream);
   void HandleAssignment(Stream& stream, Work work);
-  // Why an assignment is refused; empty when it is taken.
+  // Why an assignment is refused; empty when it is taken. Never for being busy: the controller
+  // counts the slots.
   std::string Refusal(const Work& work) const;
   void StartWorker(Work work);
   void RunRelease(const Work& work, common::CancelToken& cancel);
-  // Cancels the releases running now and waits for each to report its outcome.
+  // Cancels the releases running now and waits for their threads.
   void CancelAndJoinWorkers();
 
   const RunnerClientOptions options_;
   ProfileExecutor& executor_;
   common::CancelToken stop_;
-  // Ends the current stream; set only after the workers have reported (see Stop).
+  // Ends the current stream; set only after the workers have ended, so the controller requeues a
+  // release only once its command here is gone (see Stop).
   common::CancelToken stop_stream_;
   std::atomic<uint64_t> registrations_{0};
   std::atomic<int> active_{0};

@@ -108,6 +108,42 @@ TEST_CASE("The CA directory and the controller certificate can be given by the o
   CHECK_THAT(file.ErrorOf(R"({"tls": {"ca_file": "/x"}})"), Catch::Contains("tls.ca_file"));
 }
 
+TEST_CASE("The releases and provisioning sections are read and checked") {
+  ConfigFile file;
+  absl::StatusOr<ControllerConfig> defaults = file.Load("{}");
+  REQUIRE(defaults.ok());
+  CHECK(defaults->releases.token_ttl == std::chrono::hours(1));
+  CHECK(defaults->releases.default_timeout == std::chrono::minutes(30));
+  CHECK(defaults->releases.runner_silence_limit == seconds(90));
+  CHECK(defaults->releases.default_max_attempts == 3);
+  CHECK(defaults->profiles_dir == "/etc/pi-controller/profiles");
+  CHECK(defaults->ReleaseDatabasePath() == "/var/lib/pi-controller/release.db");
+
+  absl::StatusOr<ControllerConfig> config = file.Load(
+      R"({"releases": {"token_ttl": "2h", "default_timeout": "90m", "runner_silence_limit": "30s",
+                       "default_max_attempts": 5},
+          "provisioning": {"profiles_dir": "/srv/profiles"}})");
+  REQUIRE(config.ok());
+  CHECK(config->releases.token_ttl == std::chrono::hours(2));
+  CHECK(config->releases.default_timeout == std::chrono::minutes(90));
+  CHECK(config->releases.runner_silence_limit == seconds(30));
+  CHECK(config->releases.default_max_attempts == 5);
+  CHECK(config->profiles_dir == "/srv/profiles");
+
+  CHECK_THAT(file.ErrorOf(R"({"releases": {"token_ttl": "10m", "default_timeout": "20m"}})"),
+             Catch::Contains("releases.default_timeout"));
+  CHECK_THAT(file.ErrorOf(R"({"releases": {"default_max_attempts": 0}})"),
+             Catch::Contains("releases.default_max_attempts"));
+  CHECK_THAT(file.ErrorOf(R"({"releases": {"runner_silence_limit": "1s"}})"),
+             Catch::Contains("releases.runner_silence_limit"));
+  CHECK_THAT(file.ErrorOf(R"({"releases": {"surprise": 1}})"),
+             Catch::Contains("releases.surprise"));
+  CHECK_THAT(file.ErrorOf(R"({"provisioning": {"profiles_dir": "profiles"}})"),
+             Catch::Contains("provisioning.profiles_dir"));
+  CHECK_THAT(file.ErrorOf(R"({"provisioning": {"profiles_dir": "/etc/../tmp"}})"),
+             Catch::Contains("provisioning.profiles_dir"));
+}
+
 TEST_CASE("A config with a JSON syntax error names the line") {
   ConfigFile file;
   absl::StatusOr<ControllerConfig> config = file.Load("{\n  \"listen\": \n}");

@@ -2,7 +2,9 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <map>
 #include <string>
+#include <utility>
 
 #include "common/system/files.h"
 
@@ -390,6 +392,31 @@ TEST_CASE("Render refuses a substituted path that gains ..", "[profile]") {
         std::string::npos);
   CHECK(Render(*profile, {{"p", "a/b"}, {"dir", "/srv"}}).ok());
   CHECK(Render(*profile, {{"dir", "/srv"}}).status().code() == absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("Render refuses a program that a parameter makes climb with ..", "[profile]") {
+  const std::map<std::string, std::string> climbing = {{"p", "../../bin/sh"}, {"dir", "/srv"}};
+  const std::pair<std::string, std::string> steps[] = {
+      {R"({"name": "a", "run": {"argv": ["/usr/bin/{{p}}", "-c", "id"]}})", ".run.argv[0]"},
+      {R"({"name": "a", "run": {"argv": ["/bin/true"], "unless": ["/usr/bin/{{p}}"]}})",
+       ".run.unless[0]"},
+      {R"({"name": "a", "check": {"argv": ["/usr/bin/{{p}}"]}})", ".check.argv[0]"}};
+  for (const auto& [step, key] : steps) {
+    INFO(step);
+    absl::StatusOr<Profile> profile = ParseProfile(WithStep(step), "test.json");
+    REQUIRE(profile.ok());
+    absl::StatusOr<Profile> rendered = Render(*profile, climbing);
+    REQUIRE(rendered.status().code() == absl::StatusCode::kInvalidArgument);
+    const std::string message(rendered.status().message());
+    CHECK(message.find("steps[0] (a)" + key) != std::string::npos);
+    CHECK(message.find("/usr/bin/../../bin/sh") != std::string::npos);
+    CHECK(Render(*profile, {{"p", "true"}, {"dir", "/srv"}}).ok());
+  }
+  // Arguments after the program are data, free to hold "..".
+  absl::StatusOr<Profile> arguments =
+      ParseProfile(WithStep(R"({"name": "a", "run": {"argv": ["/bin/ls", "{{p}}"]}})"), "t.json");
+  REQUIRE(arguments.ok());
+  CHECK(Render(*arguments, climbing).ok());
 }
 
 TEST_CASE("parameters.json round-trips and is strict", "[profile]") {

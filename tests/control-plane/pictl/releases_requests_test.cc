@@ -73,6 +73,23 @@ TEST_CASE("release files refuse a missing directory and oversize files") {
         absl::StatusCode::kInvalidArgument);
 }
 
+TEST_CASE("release files refuse a file that is not UTF-8 text") {
+  TempDir dir;
+  dir.Write("artifacts/readme.txt", "caf\xc3\xa9\n");
+  const std::string binary = dir.Write("artifacts/tool.bin", std::string("\x7f"
+                                                                         "ELF\x02\xff\x00",
+                                                                         7));
+  auto files = ReadReleaseFiles((dir.path() / "artifacts").string(), "--dir");
+  REQUIRE(files.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(files.status().message()) ==
+        "--dir: " + binary + " is not UTF-8 text; releases carry text files only");
+
+  CreateReleaseOptions options = CreateOptions(dir);
+  CHECK(BuildCreateReleaseRequest(options).status().code() == absl::StatusCode::kInvalidArgument);
+  std::filesystem::remove(binary);
+  CHECK(BuildCreateReleaseRequest(options).ok());
+}
+
 TEST_CASE("releases create builds the whole request") {
   TempDir dir;
   dir.Write("artifacts/app.yaml", "replicas: 2\n");

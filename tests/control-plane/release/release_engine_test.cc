@@ -208,7 +208,7 @@ TEST_CASE("WorkAck accepted moves ASSIGNED to RUNNING; a rejection goes to anoth
     REQUIRE(f.engine->WorkAck(first, first_token, true).ok());
     CHECK(f.Stored(created->id).state == ReleaseState::kRunning);
   }
-  SECTION("rejected: requeued, never offered back, then taken by a new runner") {
+  SECTION("rejected: requeued, not offered back, then taken by a new runner") {
     REQUIRE(f.engine->WorkAck(first, first_token, false).ok());
     Release stored = f.Stored(created->id);
     CHECK(stored.state == ReleaseState::kQueued);
@@ -230,6 +230,35 @@ TEST_CASE("WorkAck accepted moves ASSIGNED to RUNNING; a rejection goes to anoth
           absl::StatusCode::kUnauthenticated);
     CHECK(f.Stored(created->id).state == ReleaseState::kAssigned);
   }
+}
+
+TEST_CASE("the only runner that can take a release gets it again after the rejection backoff") {
+  Fixture f;
+  auto [node, channel] = f.Connect(Hello("pi-1"), NodeIdentity("pi-1"));
+  NewRelease pinned = Deploy();
+  pinned.node_id = "pi-1";
+  absl::StatusOr<Release> created = f.engine->Create(pinned);
+  REQUIRE(created.ok());
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    REQUIRE(channel->assignments().size() == static_cast<size_t>(attempt));
+    REQUIRE(f.engine->WorkAck(node, channel->Last().token, false).ok());
+    if (attempt == 3) break;
+    CHECK(f.Stored(created->id).state == ReleaseState::kQueued);
+    // Not offered back at once, even with its slot free.
+    f.engine->RunTimers();
+    CHECK(channel->assignments().size() == static_cast<size_t>(attempt));
+    f.clock.Advance(seconds(29));
+    f.engine->Heartbeat(node, 0);
+    f.engine->RunTimers();
+    CHECK(channel->assignments().size() == static_cast<size_t>(attempt));
+    f.clock.Advance(seconds(2));
+    f.engine->RunTimers();
+  }
+  // Every refusal used an attempt: after max_attempts the release ends instead of waiting.
+  const Release stored = f.Stored(created->id);
+  CHECK(stored.state == ReleaseState::kFailed);
+  CHECK(stored.attempts == 3);
+  CHECK(stored.error_message.find("rejected the work; all 3 attempts used") != std::string::npos);
 }
 
 TEST_CASE("a runner that never acks completes from ASSIGNED; the token dies with the release") {
@@ -463,6 +492,8 @@ TEST_CASE("registration refusals name the problem") {
   CHECK(code(RunnerIdentity("ci"), Hello("bad id!")) == absl::StatusCode::kInvalidArgument);
   CHECK(code(RunnerIdentity("ci"), Hello(std::string(129, 'a'))) ==
         absl::StatusCode::kInvalidArgument);
+  // A node registers under its own id only, so nobody can squat another node's id.
+  CHECK(code(NodeIdentity("pi-2"), Hello("pi-1")) == absl::StatusCode::kInvalidArgument);
   CHECK(f.engine->Runners().empty());
 
   absl::StatusOr<RunnerSession> assigned_id = f.engine->ConnectRunner(
@@ -471,6 +502,10 @@ TEST_CASE("registration refusals name the problem") {
   CHECK(assigned_id->runner_id.rfind("ci-", 0) == 0);
   CHECK(code(RunnerIdentity("other"), Hello(assigned_id->runner_id)) ==
         absl::StatusCode::kPermissionDenied);
+  absl::StatusOr<RunnerSession> node = f.engine->ConnectRunner(
+      NodeIdentity("pi-3"), Hello(""), std::make_shared<RecordingChannel>());
+  REQUIRE(node.ok());
+  CHECK(node->runner_id == "pi-3");
 }
 
 TEST_CASE("a runner reconnecting with its id replaces the old connection") {

@@ -343,6 +343,65 @@ grpc::Status PushLogs(wire::RunnerService::Stub& stub,
   return writer->Finish();
 }
 
+grpc::Status Annotation(wire::RunnerService::Stub& stub, const std::string& token) {
+  grpc::ClientContext context;
+  SetDeadline(context);
+  wire::GetReleaseAnnotationRequest request;
+  request.set_release_token(token);
+  wire::ReleaseAnnotationResponse response;
+  return stub.GetReleaseAnnotation(&context, request, &response);
+}
+
+grpc::Status ProjectInfo(wire::RunnerService::Stub& stub, const std::string& token) {
+  grpc::ClientContext context;
+  SetDeadline(context);
+  wire::GetProjectInfoRequest request;
+  request.set_release_token(token);
+  wire::ProjectInfoResponse response;
+  return stub.GetProjectInfo(&context, request, &response);
+}
+
+// Every token-scoped call made with `token`, by name. CompleteRelease comes last: when it is
+// let through, the token is spent.
+std::vector<std::pair<std::string, grpc::Status>> CallEveryTokenRpc(wire::RunnerService::Stub& stub,
+                                                                    const std::string& token) {
+  return {{"GetReleaseFiles", ReadFiles(stub, token).status},
+          {"GetSpecFiles", ReadFiles(stub, token, FileKind::kSpec).status},
+          {"GetReleaseAnnotation", Annotation(stub, token)},
+          {"GetProjectInfo", ProjectInfo(stub, token)},
+          {"PushLogs", PushLogs(stub, {LogMessage(token, "stdout", "x", 1)})},
+          {"CompleteRelease", Complete(stub, token, wire::RELEASE_OUTCOME_SUCCESS)}};
+}
+
+// Log lines of one release as the engine hands them to a follower.
+class LogFollower {
+ public:
+  void Follow(ReleaseEngine& engine, const std::string& release_id) {
+    auto handle = engine.Follow(release_id, 0,
+                                FollowSink{.on_event =
+                                               [this](const ReleaseEvent& event) {
+                                                 if (!event.log.has_value()) return;
+                                                 std::lock_guard lock(mu_);
+                                                 lines_.push_back(event.log->line);
+                                                 changed_.notify_all();
+                                               },
+                                           .on_end = [](const absl::Status&) {}});
+    REQUIRE(handle.ok());
+  }
+
+  // The lines seen once `count` have come, or within `timeout`.
+  std::vector<std::string> WaitFor(size_t count, milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    changed_.wait_for(lock, timeout, [&] { return lines_.size() >= count; });
+    return lines_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::vector<std::string> lines_;
+};
+
 // ---------------------------------------------------------------------------------------------
 // Registration
 
@@ -774,28 +833,67 @@ TEST_CASE("token-scoped calls refuse missing and unknown tokens", "[runner_grpc]
   for (const std::string& token :
        {std::string(), std::string(64, '0'), std::string("not-hex"), std::string(65, 'a')}) {
     INFO("token " << token);
-    CHECK(ReadFiles(*stub, token).status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
-    CHECK(ReadFiles(*stub, token, FileKind::kSpec).status.error_code() ==
-          grpc::StatusCode::UNAUTHENTICATED);
-    CHECK(Complete(*stub, token, wire::RELEASE_OUTCOME_SUCCESS).error_code() ==
-          grpc::StatusCode::UNAUTHENTICATED);
-    CHECK(PushLogs(*stub, {LogMessage(token, "stdout", "x", 1)}).error_code() ==
-          grpc::StatusCode::UNAUTHENTICATED);
-    grpc::ClientContext annotation_context;
-    SetDeadline(annotation_context);
-    wire::GetReleaseAnnotationRequest annotation_request;
-    annotation_request.set_release_token(token);
-    wire::ReleaseAnnotationResponse annotation;
-    CHECK(stub->GetReleaseAnnotation(&annotation_context, annotation_request, &annotation)
-              .error_code() == grpc::StatusCode::UNAUTHENTICATED);
-    grpc::ClientContext project_context;
-    SetDeadline(project_context);
-    wire::GetProjectInfoRequest project_request;
-    project_request.set_release_token(token);
-    wire::ProjectInfoResponse project;
-    CHECK(stub->GetProjectInfo(&project_context, project_request, &project).error_code() ==
-          grpc::StatusCode::UNAUTHENTICATED);
+    for (const auto& [rpc, status] : CallEveryTokenRpc(*stub, token)) {
+      INFO(rpc);
+      CHECK(status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+    }
   }
+}
+
+TEST_CASE("token-scoped calls refuse callers without a runner or node certificate",
+          "[runner_grpc]") {
+  Harness harness;
+  auto stub = harness.Stub("ci");
+  auto runner = Connect(*stub, "ci-1");
+  const Release release = harness.Create(Deploy("web"));
+  const std::string token = runner->NextAssignment().release_token();
+
+  struct Case {
+    std::string certificate;
+    grpc::StatusCode code;
+  };
+  for (const Case& tried : {Case{"", grpc::StatusCode::UNAUTHENTICATED},
+                            Case{"alice", grpc::StatusCode::PERMISSION_DENIED}}) {
+    INFO("certificate: " << tried.certificate);
+    auto intruder = harness.Stub(tried.certificate);
+    for (const auto& [rpc, status] : CallEveryTokenRpc(*intruder, token)) {
+      INFO(rpc << ": " << status.error_message());
+      CHECK(status.error_code() == tried.code);
+    }
+  }
+  // A valid token was not enough: the release was neither started, logged to nor completed.
+  CHECK(harness.StateOf(release.id) == ReleaseState::kAssigned);
+  REQUIRE(harness.engine().FlushLogs().ok());
+  auto lines = harness.store().Logs(release.id, 0, 10);
+  REQUIRE(lines.ok());
+  CHECK(lines->empty());
+  CHECK(ReadFiles(*stub, token).status.ok());
+}
+
+TEST_CASE("a runner cannot use a release token held by another runner", "[runner_grpc]") {
+  Harness harness;
+  auto holder_stub = harness.Stub("ci");
+  auto holder = Connect(*holder_stub, "ci-1");
+  const Release release = harness.Create(Deploy("web"));
+  const std::string token = holder->NextAssignment().release_token();
+  auto other_stub = harness.Stub("ci2");
+  auto other = Connect(*other_stub, "ci-2");
+
+  for (const auto& [rpc, status] : CallEveryTokenRpc(*other_stub, token)) {
+    INFO(rpc);
+    CHECK(status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+    CHECK(status.error_message() == "release token belongs to another runner");
+  }
+  auto unchanged = harness.engine().Get(release.id);
+  REQUIRE(unchanged.ok());
+  CHECK(unchanged->state == ReleaseState::kAssigned);
+  CHECK(unchanged->runner_id == "ci-1");
+  CHECK(unchanged->log_lines == 0);
+
+  // The holder's own calls still work.
+  CHECK(ReadFiles(*holder_stub, token).status.ok());
+  CHECK(Complete(*holder_stub, token, wire::RELEASE_OUTCOME_SUCCESS).ok());
+  CHECK(harness.StateOf(release.id) == ReleaseState::kSucceeded);
 }
 
 TEST_CASE("CompleteRelease refuses an unspecified outcome and changes nothing", "[runner_grpc]") {
@@ -856,22 +954,24 @@ TEST_CASE("PushLogs stores every line in order before it answers", "[runner_grpc
   const Release release = harness.Create(Deploy("web"));
   const std::string token = runner->NextAssignment().release_token();
 
-  // More than one batch, then a second stream that continues the sequence.
+  // More lines than a stream holds while the engine is busy, then a second stream that
+  // continues the sequence.
+  constexpr int kLines = 3000;
   std::vector<wire::PushLogRequest> first;
-  for (int i = 0; i < 600; ++i) {
+  for (int i = 0; i < kLines; ++i) {
     first.push_back(
         LogMessage(token, i % 3 == 0 ? "stderr" : "stdout", "line " + std::to_string(i), 1000 + i));
   }
   REQUIRE(PushLogs(*stub, first).ok());
-  REQUIRE(PushLogs(*stub, {LogMessage(token, "stdout", "last", 5000)}).ok());
+  REQUIRE(PushLogs(*stub, {LogMessage(token, "stdout", "last", 9000)}).ok());
   // An empty stream is fine and stores nothing.
   REQUIRE(PushLogs(*stub, {}).ok());
 
   // Durable on return: the store has them without waiting for a timed flush.
-  auto lines = harness.store().Logs(release.id, 0, 1000);
+  auto lines = harness.store().Logs(release.id, 0, 2 * kLines);
   REQUIRE(lines.ok());
-  REQUIRE(lines->size() == 601);
-  for (int i = 0; i < 600; ++i) {
+  REQUIRE(lines->size() == kLines + 1);
+  for (int i = 0; i < kLines; ++i) {
     const LogLine& line = (*lines)[i];
     CHECK(line.sequence == i + 1);
     CHECK(line.channel == (i % 3 == 0 ? "stderr" : "stdout"));
@@ -879,9 +979,67 @@ TEST_CASE("PushLogs stores every line in order before it answers", "[runner_grpc
     CHECK(line.timestamp_ms == static_cast<uint64_t>(1000 + i));
   }
   CHECK(lines->back().line == "last");
-  CHECK(lines->back().sequence == 601);
+  CHECK(lines->back().sequence == kLines + 1);
   // A first log line makes an ASSIGNED release RUNNING (stock runners never WorkAck).
   CHECK(harness.StateOf(release.id) == ReleaseState::kRunning);
+}
+
+TEST_CASE("PushLogs hands each line to the engine while the stream is open", "[runner_grpc]") {
+  LogFollower follower;
+  Harness harness;
+  auto stub = harness.Stub("ci");
+  auto runner = Connect(*stub, "ci-1");
+  const Release release = harness.Create(Deploy("web"));
+  const std::string token = runner->NextAssignment().release_token();
+  follower.Follow(harness.engine(), release.id);
+
+  grpc::ClientContext context;
+  SetDeadline(context);
+  wire::PushLogResponse response;
+  auto writer = stub->PushLogs(&context, &response);
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(writer->Write(LogMessage(token, "stdout", "line " + std::to_string(i), 1000 + i)));
+  }
+  // An admin following the release sees the lines before the runner closes the stream.
+  CHECK(follower.WaitFor(3, seconds(2)) == std::vector<std::string>{"line 0", "line 1", "line 2"});
+  REQUIRE(harness.engine().FlushLogs().ok());
+  auto stored = harness.store().Logs(release.id, 0, 10);
+  REQUIRE(stored.ok());
+  CHECK(stored->size() == 3);
+  CHECK(harness.StateOf(release.id) == ReleaseState::kRunning);
+
+  REQUIRE(writer->WritesDone());
+  CHECK(writer->Finish().ok());
+}
+
+TEST_CASE("a runner logging to a cancelled release is told at its next line", "[runner_grpc]") {
+  Harness harness;
+  auto stub = harness.Stub("ci");
+  auto runner = Connect(*stub, "ci-1");
+  const Release release = harness.Create(Deploy("web"));
+  const std::string token = runner->NextAssignment().release_token();
+
+  grpc::ClientContext context;
+  SetDeadline(context);
+  wire::PushLogResponse response;
+  auto writer = stub->PushLogs(&context, &response);
+  REQUIRE(writer->Write(LogMessage(token, "stdout", "starting", 1)));
+  REQUIRE(harness.engine().Cancel(release.id, "admin:alice").ok());
+
+  // The runner keeps its stream open and goes on logging: the server ends the call.
+  bool open = true;
+  int written = 0;
+  const auto deadline = std::chrono::steady_clock::now() + seconds(3);
+  while (open && std::chrono::steady_clock::now() < deadline) {
+    open = writer->Write(LogMessage(token, "stdout", "still working", 2));
+    ++written;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  CHECK_FALSE(open);
+  INFO("lines written after the cancel: " << written);
+  const grpc::Status status = writer->Finish();
+  CHECK(status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  CHECK(harness.StateOf(release.id) == ReleaseState::kCancelled);
 }
 
 TEST_CASE("PushLogs refuses bad streams", "[runner_grpc]") {
@@ -948,6 +1106,8 @@ TEST_CASE("a node's runner gets only releases pinned to its node", "[runner_grpc
   CHECK(work.destination().metadata().at("node_id") == "pi-1");
   CHECK(work.destination().type().organisation() == "picontroller");
   CHECK(work.destination().type().name() == "provision");
+  // A node's agent is a runner for its token-scoped calls too.
+  CHECK(ReadFiles(*node_stub, work.release_token()).status.ok());
 
   CHECK(harness.StateOf(free_release.id) == ReleaseState::kQueued);
   CHECK(harness.StateOf(elsewhere.id) == ReleaseState::kQueued);

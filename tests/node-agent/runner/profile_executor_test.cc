@@ -437,6 +437,48 @@ TEST_CASE("path checks look for a file and its text; a plan checks what it would
   CHECK(escaped.error_message.find("outside the filesystem root") != std::string::npos);
 }
 
+TEST_CASE("path checks look only where a profile may write", "[provision]") {
+  Fixture f;
+  fs::create_directories(f.Host("/var/lib/pi-agent"));
+  f.root.Write("var/lib/pi-agent/node.key", "-----BEGIN PRIVATE KEY-----\n");
+  const auto check = [&](const std::string& fields) {
+    return f.MustRun(Profile(R"({"name": "peek", "check": {)" + fields + "}}"), {}, false);
+  };
+  for (const std::string fields :
+       {R"("path": "/var/lib/pi-agent/node.key", "contains": "-----BEGIN")",
+        R"("path": "/var/lib/pi-agent/node.key")", R"("path": "/var/lib/pi-agent/missing")"}) {
+    INFO(fields);
+    const ProvisionResult result = check(fields);
+    CHECK_FALSE(result.success);
+    CHECK(result.error_message.find("is outside runner.allowed_write_roots (/etc, /opt/app); a "
+                                    "profile checks only files it may write") != std::string::npos);
+  }
+  // /etc2 is not inside /etc.
+  f.root.Write("etc2/secret", "x");
+  CHECK(check(R"("path": "/etc2/secret")").error_message.find("is outside") != std::string::npos);
+
+  // Links inside an allowed root lead nowhere else.
+  fs::create_symlink(f.Host("/var/lib/pi-agent/node.key"), f.Host("/etc/key"));
+  fs::create_symlink(f.Host("/var/lib/pi-agent"), f.Host("/etc/agent"));
+  const ProvisionResult linked = check(R"("path": "/etc/key", "contains": "-----BEGIN")");
+  CHECK_FALSE(linked.success);
+  CHECK(linked.error_message.find("/etc/key is a symbolic link to /var/lib/pi-agent/node.key, "
+                                  "which is outside runner.allowed_write_roots") !=
+        std::string::npos);
+  const ProvisionResult through = check(R"("path": "/etc/agent/node.key")");
+  CHECK_FALSE(through.success);
+  CHECK(through.error_message.find("leads through a symbolic link to /var/lib/pi-agent/node.key") !=
+        std::string::npos);
+
+  // A link that stays inside the allowed roots is followed.
+  f.root.Write("opt/app/version", "2.1\n");
+  fs::create_symlink(f.Host("/opt/app/version"), f.Host("/etc/app-version"));
+  CHECK(check(R"("path": "/etc/app-version", "contains": "2.1")").success);
+  CHECK(check(R"("path": "/opt/app/version")").success);
+  CHECK(check(R"("path": "/opt/app/missing/version")")
+            .error_message.find("/opt/app/missing/version does not exist") != std::string::npos);
+}
+
 TEST_CASE("gpio steps drive a held line; a plan compares without touching it", "[provision]") {
   Fixture f;
   const std::string step = R"({"name": "led", "gpio": {"line": 17, "value": 1}})";

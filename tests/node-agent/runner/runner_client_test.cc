@@ -170,7 +170,8 @@ class Controller {
 class Agent {
  public:
   Agent(const Pki& pki, const std::string& address, const std::string& certificate,
-        const std::string& node_id, int max_concurrent = 1)
+        const std::string& node_id, int max_concurrent = 1,
+        milliseconds heartbeat_interval = milliseconds(100))
       : commands_(CommandPolicy()),
         executor_(ProvisionPolicy{.filesystem_root = root_.path().string(),
                                   .allowed_write_roots = {"/etc/motd", "/etc/pi-provision"}},
@@ -182,7 +183,7 @@ class Agent {
     options.tls = {pki.File("ca.crt"), pki.File(certificate + ".crt"),
                    pki.File(certificate + ".key")};
     options.max_concurrent = max_concurrent;
-    options.heartbeat_interval = milliseconds(100);
+    options.heartbeat_interval = heartbeat_interval;
     options.initial_backoff = milliseconds(50);
     options.max_backoff = milliseconds(200);
     options.rpc_timeout = seconds(5);
@@ -228,13 +229,17 @@ constexpr char kFailingProfile[] = R"({
   "name": "broken",
   "steps": [
     {"name": "marker", "write_file": {"path": "/etc/pi-provision/marker", "content": "x\n"}},
-    {"name": "needs-k3s", "check": {"path": "/etc/rancher/k3s/config.yaml"}}
+    {"name": "needs-k3s", "check": {"path": "/etc/pi-provision/k3s/config.yaml"}}
   ]
 })";
 
 constexpr char kSlowProfile[] = R"({
   "name": "slow",
-  "steps": [{"name": "wait", "run": {"argv": ["/usr/bin/sleep", "30"], "timeout": "60s"}}]
+  "steps": [
+    {"name": "marker", "write_file": {"path": "/etc/pi-provision/started", "content": "x\n"}},
+    {"name": "wait", "run": {"argv": ["/usr/bin/sleep", "30"], "timeout": "60s"}},
+    {"name": "after", "write_file": {"path": "/etc/pi-provision/finished", "content": "x\n"}}
+  ]
 })";
 
 bool HasLineContaining(const std::vector<release::LogLine>& lines, const std::string& text) {
@@ -256,7 +261,8 @@ TEST_CASE("the agent registers as the runner of its node and heartbeats", "[runn
   CHECK(runner.max_concurrent == 2);
   CHECK(runner.capabilities ==
         std::vector<release::DestinationType>{release::ProvisionDestinationType()});
-  CHECK(agent.client().registrations() == 1);
+  // The controller may list the runner just before the agent has read its RegisterAck.
+  CHECK(Eventually([&] { return agent.client().registrations() == 1; }));
   CHECK(Eventually([&] {
     auto now = controller.Runner("pi-1");
     return now && now->last_heartbeat > now->connected_at;
@@ -321,7 +327,7 @@ TEST_CASE("a failing step fails the release with the step's error", "[runner_cli
   const release::Release done = controller.AwaitEnd(id);
   REQUIRE(done.state == release::ReleaseState::kFailed);
   CHECK_THAT(done.error_message, Catch::Contains("needs-k3s"));
-  CHECK_THAT(done.error_message, Catch::Contains("/etc/rancher/k3s/config.yaml"));
+  CHECK_THAT(done.error_message, Catch::Contains("/etc/pi-provision/k3s/config.yaml"));
   // The step before the failing one ran.
   CHECK(agent.Read("etc/pi-provision/marker") == "x\n");
   CHECK(HasLineContaining(controller.Logs(id), "config.yaml does not exist"));
@@ -390,16 +396,14 @@ TEST_CASE("a release pinned to another node is never run by this agent", "[runne
     CHECK_FALSE(std::filesystem::exists(agent.Path("etc/motd")));
   }
 
-  SECTION("the agent refuses an assignment pinned to a node that is not its own") {
-    // Certificate of pi-2, but the agent believes it is pi-1: the controller hands it pi-2's
-    // release, and the agent's own check refuses it.
+  SECTION("a runner id that is not the certificate's node is refused at registration") {
+    // Certificate of pi-2, but the agent believes it is pi-1: it never gets pi-2's release.
     Agent agent(pki, controller.address(), "pi-2", "pi-1");
     const std::string id = controller.Create("pi-2", kMotdProfile, false, /*max_attempts=*/1);
-    const release::Release done = controller.AwaitEnd(id);
-    CHECK(done.state == release::ReleaseState::kFailed);
-    CHECK(done.attempts == 1);
+    std::this_thread::sleep_for(milliseconds(500));
+    CHECK(agent.client().registrations() == 0);
+    CHECK(controller.Get(id).state == release::ReleaseState::kQueued);
     CHECK_FALSE(std::filesystem::exists(agent.Path("etc/motd")));
-    CHECK(agent.client().active() == 0);
   }
 }
 
@@ -458,7 +462,8 @@ TEST_CASE("a certificate that is not a node's or runner's is refused and retried
   CHECK(std::chrono::steady_clock::now() - started < seconds(2));
 }
 
-TEST_CASE("stopping the agent cancels a running release, which reports FAILED", "[runner_client]") {
+TEST_CASE("stopping the agent cancels a running release, which the controller requeues",
+          "[runner_client]") {
   Pki pki;
   Controller controller(pki);
   Agent agent(pki, controller.address(), "pi-1", "pi-1");
@@ -469,10 +474,86 @@ TEST_CASE("stopping the agent cancels a running release, which reports FAILED", 
   const auto started = std::chrono::steady_clock::now();
   agent.client().Stop();
   CHECK(std::chrono::steady_clock::now() - started < seconds(5));
-  const release::Release done = controller.AwaitEnd(id);
-  CHECK(done.state == release::ReleaseState::kFailed);
-  CHECK_THAT(done.error_message, Catch::Contains("pi-agent is stopping"));
   CHECK(agent.client().active() == 0);
+  // No outcome was reported: the controller lost the runner and gives the release another
+  // attempt (3 by default).
+  REQUIRE(Eventually([&] { return controller.Get(id).state == release::ReleaseState::kQueued; }));
+  const release::Release requeued = controller.Get(id);
+  CHECK(requeued.attempts == 1);
+  CHECK_FALSE(std::filesystem::exists(agent.Path("etc/pi-provision/finished")));
+}
+
+TEST_CASE("a release cancelled on the controller stops its running command on the agent",
+          "[runner_client]") {
+  Pki pki;
+  Controller controller(pki);
+  Agent agent(pki, controller.address(), "pi-1", "pi-1");
+
+  const std::string id = controller.Create("pi-1", kSlowProfile, false);
+  // Step 1 has run: the sleep of step 2 is about to start or running.
+  REQUIRE(
+      Eventually([&] { return std::filesystem::exists(agent.Path("etc/pi-provision/started")); }));
+  REQUIRE(agent.client().active() == 1);
+  REQUIRE(controller.engine().Cancel(id, "admin:alice").ok());
+  // The sleep has 30 seconds to go.
+  const auto cancelled = std::chrono::steady_clock::now();
+  REQUIRE(Eventually([&] { return agent.client().active() == 0; }, seconds(5)));
+  CHECK(std::chrono::steady_clock::now() - cancelled < seconds(5));
+  CHECK_FALSE(std::filesystem::exists(agent.Path("etc/pi-provision/finished")));
+  const release::Release done = controller.Get(id);
+  CHECK(done.state == release::ReleaseState::kCancelled);
+  CHECK_THAT(done.error_message, Catch::Contains("admin:alice"));
+
+  // The node is free for the next release.
+  const release::Release next =
+      controller.AwaitEnd(controller.Create("pi-1", kMotdProfile, false, /*max_attempts=*/1));
+  CHECK(next.state == release::ReleaseState::kSucceeded);
+}
+
+TEST_CASE("a cancelled release stops once PushLogs answers UNAUTHENTICATED", "[runner_client]") {
+  Pki pki;
+  Controller controller(pki);
+  // Heartbeats, and with them the token probes, are far apart: only PushLogs can tell.
+  Agent agent(pki, controller.address(), "pi-1", "pi-1", 1, seconds(60));
+
+  const std::string id = controller.Create("pi-1", R"({
+    "name": "steps",
+    "steps": [
+      {"name": "first", "run": {"argv": ["/usr/bin/sleep", "1"]}},
+      {"name": "second", "run": {"argv": ["/usr/bin/sleep", "1"]}},
+      {"name": "long", "run": {"argv": ["/usr/bin/sleep", "30"], "timeout": "60s"}},
+      {"name": "after", "write_file": {"path": "/etc/pi-provision/finished", "content": "x\n"}}
+    ]
+  })",
+                                           false);
+  REQUIRE(Eventually([&] { return controller.Get(id).state == release::ReleaseState::kRunning; }));
+  REQUIRE(controller.engine().Cancel(id, "admin:alice").ok());
+  // The line of the first step meets the revoked token; the line of the second finds the stream
+  // ended, and the long step never starts.
+  CHECK(Eventually([&] { return agent.client().active() == 0; }, seconds(8)));
+  CHECK_FALSE(std::filesystem::exists(agent.Path("etc/pi-provision/finished")));
+  CHECK(controller.Get(id).state == release::ReleaseState::kCancelled);
+}
+
+TEST_CASE("a release assigned as the previous one completes is taken, not refused as busy",
+          "[runner_client]") {
+  Pki pki;
+  Controller controller(pki);
+  // One slot: the controller frees it when it gets CompleteRelease and assigns the next release
+  // at once, before the agent's thread of the previous one has ended.
+  Agent agent(pki, controller.address(), "pi-1", "pi-1", /*max_concurrent=*/1);
+  REQUIRE(Eventually([&] { return controller.Runner("pi-1").has_value(); }));
+
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) {
+    ids.push_back(controller.Create("pi-1", kMotdProfile, false, /*max_attempts=*/1));
+  }
+  for (const std::string& id : ids) {
+    const release::Release done = controller.AwaitEnd(id);
+    INFO(id << ": " << done.error_message);
+    CHECK(done.state == release::ReleaseState::kSucceeded);
+    CHECK(done.attempts == 1);
+  }
 }
 
 }  // namespace

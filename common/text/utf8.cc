@@ -1,5 +1,6 @@
 #include "common/text/utf8.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -59,6 +60,16 @@ std::string ToValidUtf8(std::string_view text) {
     }
   }
   return out;
+}
+
+std::string_view Utf8Prefix(std::string_view text, size_t max_bytes) {
+  size_t end = 0;
+  while (end < text.size()) {
+    const size_t length = std::max<size_t>(Utf8SequenceLength(text, end), 1);
+    if (end + length > max_bytes) break;
+    end += length;
+  }
+  return text.substr(0, end);
 }
 
 }  // namespace pi::common

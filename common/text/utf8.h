@@ -16,4 +16,7 @@ bool IsValidUtf8(std::string_view text);
 // `text` with every byte that does not start a well-formed sequence replaced by U+FFFD.
 std::string ToValidUtf8(std::string_view text);
 
+// The longest prefix of valid UTF-8 `text` of at most `max_bytes` that does not split a sequence.
+std::string_view Utf8Prefix(std::string_view text, size_t max_bytes);
+
 }  // namespace pi::common

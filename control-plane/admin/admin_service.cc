@@ -966,7 +966,12 @@ grpc::ServerUnaryReactor* AdminService::ListReleases(grpc::CallbackServerContext
       context, blocking_, [this, filter = *std::move(filter), response]() -> absl::Status {
         absl::StatusOr<std::vector<release::Release>> listed = releases_.List(filter);
         if (!listed.ok()) return listed.status();
-        for (const release::Release& item : *listed) ToProto(item, response->add_releases());
+        for (const release::Release& item : *listed) {
+          pb::Release* listed_release = response->add_releases();
+          ToProto(item, listed_release);
+          // Up to 256 KiB each: a listing of many would outgrow a gRPC message. GetRelease has it.
+          listed_release->clear_plan_output();
+        }
         return absl::OkStatus();
       });
 }

@@ -190,27 +190,24 @@ absl::StatusOr<provisioning::ProvisioningSpec> FromProto(const pb::ProvisioningR
 grpc::ServerUnaryReactor* ControlPlaneService::RequestProvisioning(
     grpc::CallbackServerContext* context, const pb::ProvisioningRequest* request,
     pb::ProvisioningResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // A call has one default reactor: the refusals take it here, the task below otherwise.
+  const auto refuse = [context](const absl::Status& status) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(common::ToGrpcStatus(status));
+    return reactor;
+  };
   const Caller caller = CallerFromContext(*context);
   absl::Status allowed =
       caller.identity.has_value()
           ? common::RequireRole(*caller.identity, {common::Role::kAdmin},
                                 "ControlPlane.RequestProvisioning")
           : absl::UnauthenticatedError("RequestProvisioning needs an admin certificate");
-  if (!allowed.ok()) {
-    reactor->Finish(common::ToGrpcStatus(allowed));
-    return reactor;
-  }
+  if (!allowed.ok()) return refuse(allowed);
   if (provisioner_ == nullptr) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                                 "provisioning is not enabled in this pi-controller"));
-    return reactor;
+    return refuse(absl::UnimplementedError("provisioning is not enabled in this pi-controller"));
   }
   absl::StatusOr<provisioning::ProvisioningSpec> spec = FromProto(*request);
-  if (!spec.ok()) {
-    reactor->Finish(common::ToGrpcStatus(spec.status()));
-    return reactor;
-  }
+  if (!spec.ok()) return refuse(spec.status());
   // Reading the profile and the release commit touch the disk: not on gRPC's threads.
   return common::FinishUnaryOnTask(
       context, blocking_,

@@ -43,6 +43,14 @@ struct GlobalOptions {
   std::string timeout = "10s";
 };
 
+// A provisioning of many nodes in plan mode carries every node's plan output (up to 256 KiB
+// each), beyond gRPC's default 4 MiB for a received message.
+grpc::ChannelArguments ChannelArguments() {
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(64 * 1024 * 1024);
+  return arguments;
+}
+
 // One connected invocation: the stub, the deadline policy and the output conventions.
 class Session {
  public:
@@ -55,7 +63,7 @@ class Session {
         context_(context),
         out_(out),
         err_(err),
-        channel_(grpc::CreateChannel(config.controller, credentials)),
+        channel_(grpc::CreateCustomChannel(config.controller, credentials, ChannelArguments())),
         stub_(pb::Admin::NewStub(channel_)),
         control_plane_(pb::ControlPlane::NewStub(channel_)) {}
 

@@ -7,6 +7,7 @@
 
 #include "common/system/random.h"
 #include "common/text/hex.h"
+#include "common/text/utf8.h"
 #include "common/tls/x509.h"
 #include "spdlog/spdlog.h"
 
@@ -17,6 +18,10 @@ constexpr size_t kReleaseIdBytes = 8;
 constexpr size_t kTokenBytes = 32;
 constexpr size_t kRunnerIdMaxLength = 128;
 constexpr int kMaxConcurrentLimit = 1000;
+// A runner's error message and plan output are cut to these sizes: they are stored with the
+// release, repeated in its history and sent with every listing of it.
+constexpr size_t kMaxErrorMessageBytes = 4 * 1024;
+constexpr size_t kMaxPlanOutputBytes = 256 * 1024;
 // Stored lines are sent to a new follower in pages of this many.
 constexpr int kFollowPage = 5000;
 
@@ -62,6 +67,12 @@ void AddTransition(Release& release, ReleaseState state, WallTime now, std::stri
   release.state = state;
   release.updated_at = now;
   release.history.push_back(MakeTransition(state, now, std::move(reason), release.runner_id));
+}
+
+std::string Capped(std::string_view text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  constexpr std::string_view kMarker = "\n… (cut: the runner sent more than the controller keeps)";
+  return std::string(common::Utf8Prefix(text, max_bytes - kMarker.size())) + std::string(kMarker);
 }
 
 absl::Status Unauthenticated(std::string_view why) {
@@ -659,12 +670,14 @@ absl::StatusOr<Release> ReleaseEngine::Complete(const std::string& token, Outcom
   absl::StatusOr<Live*> live = LiveByTokenLocked(token);
   if (!live.ok()) return live.status();
   if (absl::Status status = FlushLogsLocked(); !status.ok()) return status;
+  if (plan_output) plan_output = Capped(*plan_output, kMaxPlanOutputBytes);
   if (outcome == Outcome::kSuccess) {
     return FinishLocked(**live, ReleaseState::kSucceeded, "runner reported success",
                         std::move(plan_output));
   }
   return FinishLocked(**live, ReleaseState::kFailed,
-                      error_message.empty() ? "runner reported failure" : error_message,
+                      error_message.empty() ? "runner reported failure"
+                                            : Capped(error_message, kMaxErrorMessageBytes),
                       std::move(plan_output));
 }
 

@@ -188,8 +188,8 @@ class ReleaseEngine {
   absl::Status AppendLogs(const std::string& token, std::vector<LogLine> lines);
   // Writes every buffered log line now.
   absl::Status FlushLogs();
-  // SUCCEEDED or FAILED; stores plan_output; frees the slot; revokes the token.
-  // INVALID_ARGUMENT for an outcome that is neither.
+  // SUCCEEDED or FAILED; stores plan_output (cut at 256 KiB) and the error (cut at 4 KiB); frees
+  // the slot; revokes the token. INVALID_ARGUMENT for an outcome that is neither.
   enum class Outcome { kUnspecified, kSuccess, kFailure };
   absl::StatusOr<Release> Complete(const std::string& token, Outcome outcome,
                                    const std::string& error_message,

@@ -295,7 +295,8 @@ class RunnerService::RunnerStream final
   void Refuse(const std::string& runner_id, const absl::Status& refusal) {
     spdlog::warn("refused runner registration{} from {}: {}",
                  runner_id.empty() ? "" : " of " + runner_id,
-                 caller_.ok() ? caller_->identity.ToString() : "an unidentified caller",
+                 caller_.ok() ? caller_->identity.ToString()
+                              : "a caller without a runner or node certificate",
                  std::string(refusal.message()));
     std::lock_guard lock(mu_);
     outgoing_.push_back(AckMessage(runner_id, refusal));

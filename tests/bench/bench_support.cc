@@ -8,6 +8,26 @@
 
 namespace pi::bench {
 
+absl::Status RunToCompletion(const std::vector<std::string>& argv) {
+  using Clock = std::chrono::steady_clock;
+  auto child = common::ChildProcess::Spawn({argv, "", {}, ""});
+  if (!child.ok()) return child.status();
+  std::string output;
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < deadline) {
+    auto event = (*child)->Read(deadline, &output, &output);
+    if (!event.ok() || *event == common::ChildProcess::Event::kExited) break;
+  }
+  (*child)->KillGroup();
+  auto status = (*child)->Wait();
+  if (!status.ok() || status->exit_code != 0) {
+    std::string command;
+    for (const std::string& arg : argv) command += (command.empty() ? "" : " ") + arg;
+    return absl::InternalError(command + " failed: " + output);
+  }
+  return absl::OkStatus();
+}
+
 std::string ReadWholeFile(const std::string& path) {
   std::ifstream in(path);
   std::stringstream buffer;

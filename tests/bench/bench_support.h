@@ -21,6 +21,10 @@
 // /proc, starting and stopping those daemons, and small helpers for options and results.
 namespace pi::bench {
 
+// Runs a short command (a pi-controller subcommand) to completion within 60 s; INTERNAL with
+// the command and its output when it fails.
+absl::Status RunToCompletion(const std::vector<std::string>& argv);
+
 // The whole file, or "" when it cannot be read.
 std::string ReadWholeFile(const std::string& path);
 

@@ -90,26 +90,6 @@ int EstablishedTo(int port) {
   return count;
 }
 
-// Runs a short pi-controller subcommand to completion.
-absl::Status RunToCompletion(const std::vector<std::string>& argv) {
-  auto child = pi::common::ChildProcess::Spawn({argv, "", {}, ""});
-  if (!child.ok()) return child.status();
-  std::string output;
-  const auto deadline = Clock::now() + std::chrono::seconds(60);
-  while (Clock::now() < deadline) {
-    auto event = (*child)->Read(deadline, &output, &output);
-    if (!event.ok() || *event == pi::common::ChildProcess::Event::kExited) break;
-  }
-  (*child)->KillGroup();
-  auto status = (*child)->Wait();
-  if (!status.ok() || status->exit_code != 0) {
-    std::string command;
-    for (const std::string& arg : argv) command += (command.empty() ? "" : " ") + arg;
-    return absl::InternalError(command + " failed: " + output);
-  }
-  return absl::OkStatus();
-}
-
 struct SimNode {
   std::string hostname;
   std::string key_pem;
@@ -347,8 +327,9 @@ absl::StatusOr<nlohmann::json> Run(const Options& options) {
             {"health_poll_interval", "1h"}}}}
           .dump());
 
-  if (absl::Status status = RunToCompletion({options.controller_path, "--config", config,
-                                             "issue-admin", "bench", "--out", admin_dir});
+  if (absl::Status status =
+          pi::bench::RunToCompletion({options.controller_path, "--config", config, "issue-admin",
+                                      "bench", "--out", admin_dir});
       !status.ok()) {
     return status;
   }

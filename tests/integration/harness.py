@@ -232,3 +232,33 @@ def make_csr(directory, name):
     )
     with open(key, "rb") as k, open(csr, "rb") as c:
         return k.read(), c.read()
+
+
+PICTL_BIN = os.environ.get("PI_PICTL_BIN", "")
+
+
+class Pictl:
+    """pictl with the controller's admin bundle, pointed at the controller's address."""
+
+    def __init__(self, controller):
+        self.config = os.path.join(controller.admin_dir, "config.json")
+        self.point_at(controller)
+
+    def point_at(self, controller):
+        """Follows a controller restarted on another port."""
+        with open(self.config) as f:
+            config = json.load(f)
+        config["controller"] = controller.address
+        with open(self.config, "w") as f:
+            json.dump(config, f)
+
+    def run(self, *args, check=True, timeout=30):
+        result = subprocess.run([PICTL_BIN, "--config", self.config, *args],
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"pictl {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def json(self, *args, timeout=30):
+        return json.loads(self.run("--json", *args, timeout=timeout).stdout)

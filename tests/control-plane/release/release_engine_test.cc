@@ -291,6 +291,31 @@ TEST_CASE("a runner that never acks completes from ASSIGNED; the token dies with
             .code() == absl::StatusCode::kUnauthenticated);
 }
 
+TEST_CASE("a runner's oversize error and plan output are cut, not stored whole") {
+  Fixture f;
+  auto [session, channel] = f.Connect(Hello("r1", 2));
+  absl::StatusOr<Release> failed = f.engine->Create(Deploy());
+  absl::StatusOr<Release> planned = f.engine->Create(Deploy());
+  REQUIRE((failed.ok() && planned.ok()));
+  const std::vector<Assignment> assignments = channel->assignments();
+  REQUIRE(f.engine
+              ->Complete(assignments[0].token, ReleaseEngine::Outcome::kFailure,
+                         std::string(1024 * 1024, 'e'), std::nullopt)
+              .ok());
+  REQUIRE(f.engine
+              ->Complete(assignments[1].token, ReleaseEngine::Outcome::kSuccess, "",
+                         std::string(3 * 1024 * 1024, 'p'))
+              .ok());
+  const Release stored_failure = f.Stored(failed->id);
+  CHECK(stored_failure.error_message.size() <= 4 * 1024);
+  CHECK_THAT(stored_failure.error_message, Catch::Contains("(cut:"));
+  CHECK(stored_failure.history.back().reason == stored_failure.error_message);
+  const Release stored_plan = f.Stored(planned->id);
+  REQUIRE(stored_plan.plan_output.has_value());
+  CHECK(stored_plan.plan_output->size() <= 256 * 1024);
+  CHECK_THAT(*stored_plan.plan_output, Catch::EndsWith("the controller keeps)"));
+}
+
 TEST_CASE("a failure is stored with its error") {
   Fixture f;
   auto [session, channel] = f.Connect(Hello("r1"));

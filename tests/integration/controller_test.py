@@ -345,10 +345,12 @@ class AuthorizationTest(ControllerFixture):
                 )
         self.assertEqual(self.node(node.id).state, pb.NODE_STATE_REGISTERED)
 
-    def test_request_provisioning_is_not_implemented_yet(self):
+    def test_request_provisioning_without_a_profile_is_refused(self):
+        # provision_integration covers provisioning itself; here only that an admin's malformed
+        # request is refused before anything is looked up.
         stub = control_plane_pb2_grpc.ControlPlaneStub(self.controller.admin_channel())
         self.assert_rpc_error(
-            grpc.StatusCode.UNIMPLEMENTED,
+            grpc.StatusCode.INVALID_ARGUMENT,
             lambda: stub.RequestProvisioning(pb.ProvisioningRequest(all_nodes=True), timeout=5),
         )
 

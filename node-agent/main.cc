@@ -394,7 +394,7 @@ int Run(const Flags& flags) {
 
   spdlog::info("received {}, shutting down", strsignal(received));
   common::SdNotify("STOPPING=1").IgnoreError();
-  // Running releases are cancelled and report their outcome while the controller is reachable.
+  // Running steps are cancelled; the controller requeues their releases when the stream ends.
   if (runner_client) runner_client->Stop();
   if (heartbeater) heartbeater->Stop();
   server->GetHealthCheckService()->SetServingStatus(false);

@@ -22,7 +22,9 @@
 #include "control-plane/release/sqlite_release_store.h"
 #include "control-plane/store/sqlite_cluster_store.h"
 #include "picontroller/v1/admin.grpc.pb.h"
+#include "tests/common/require.h"
 #include "tests/common/test_dir.h"
+#include "tests/control-plane/admin/admin_test_support.h"
 
 namespace pi::controlplane::admin {
 namespace {
@@ -30,33 +32,13 @@ namespace {
 namespace pb = ::picontroller::v1;
 using std::chrono_literals::operator""s;
 
-constexpr std::chrono::seconds kValidity{3600};
 // A route that holds at most two messages, and one without limits.
 constexpr char kSmallRoute[] = "github";
 constexpr char kOtherRoute[] = "jobs";
 
-struct CertFiles {
-  std::string cert;
-  std::string key;
-};
-
-CertFiles IssueFiles(const pi::testing::TempDir& dir, const cluster::CertificateAuthority& ca,
-                     const std::string& name, const std::string& identity,
-                     const std::vector<std::string>& sans = {}) {
-  auto issued = ca.Issue(identity, sans, kValidity);
-  REQUIRE(issued.ok());
-  CertFiles files{dir.Write(name + ".crt", issued->cert_pem),
-                  (dir.path() / (name + ".key")).string()};
-  REQUIRE(common::WritePrivateKeyFile(files.key, issued->key_pem).ok());
-  return files;
-}
-
-template <typename T>
-T Require(absl::StatusOr<T> value) {
-  INFO(value.status().ToString());
-  REQUIRE(value.ok());
-  return *std::move(value);
-}
+using pi::testing::Require;
+using testing::CertFiles;
+using testing::IssueFiles;
 
 // The controller's parts that AdminService needs, the queue engine over SQLite, and the Admin
 // service on 127.0.0.1 with mTLS.

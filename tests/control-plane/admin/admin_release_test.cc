@@ -29,7 +29,9 @@
 #include "control-plane/store/sqlite_cluster_store.h"
 #include "picontroller/v1/admin.grpc.pb.h"
 #include "picontroller/v1/control_plane.grpc.pb.h"
+#include "tests/common/require.h"
 #include "tests/common/test_dir.h"
+#include "tests/control-plane/admin/admin_test_support.h"
 
 namespace pi::controlplane::admin {
 namespace {
@@ -37,7 +39,6 @@ namespace {
 namespace pb = ::picontroller::v1;
 using std::chrono_literals::operator""s;
 
-constexpr std::chrono::seconds kValidity{3600};
 const release::DestinationType kDeployType{"acme", "deploy", 1};
 const common::Identity kAdmin{common::Role::kAdmin, "alice"};
 
@@ -47,28 +48,9 @@ constexpr char kBaseProfile[] = R"({
   "steps": [{"name": "os-release exists", "check": {"path": "/etc/os-release"}}]
 })";
 
-struct CertFiles {
-  std::string cert;
-  std::string key;
-};
-
-CertFiles IssueFiles(const pi::testing::TempDir& dir, const cluster::CertificateAuthority& ca,
-                     const std::string& name, const std::string& identity,
-                     const std::vector<std::string>& sans = {}) {
-  auto issued = ca.Issue(identity, sans, kValidity);
-  REQUIRE(issued.ok());
-  CertFiles files{dir.Write(name + ".crt", issued->cert_pem),
-                  (dir.path() / (name + ".key")).string()};
-  REQUIRE(common::WritePrivateKeyFile(files.key, issued->key_pem).ok());
-  return files;
-}
-
-template <typename T>
-T Require(absl::StatusOr<T> value) {
-  INFO(value.status().ToString());
-  REQUIRE(value.ok());
-  return *std::move(value);
-}
+using pi::testing::Require;
+using testing::CertFiles;
+using testing::IssueFiles;
 
 // The engine's side of a runner: keeps what it is given.
 class CapturingChannel : public release::RunnerChannel {

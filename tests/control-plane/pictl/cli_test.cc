@@ -23,6 +23,7 @@
 #include "tests/common/test_dir.h"
 #include "tests/common/test_pki.h"
 #include "tests/common/test_process.h"
+#include "tests/control-plane/pictl/stream_writer.h"
 
 namespace pi::controlplane::pictl {
 namespace {
@@ -36,50 +37,6 @@ struct Pki : pi::testing::TestPki {
     Issue("controller", "controller", "--dns localhost --ip 127.0.0.1");
     Issue("admin", "admin:alice");
   }
-};
-
-// Writes messages, then either finishes or (follow) waits for the client to cancel.
-template <typename Message>
-class StreamWriter : public grpc::ServerWriteReactor<Message> {
- public:
-  StreamWriter(std::vector<Message> entries, bool follow)
-      : entries_(std::move(entries)), follow_(follow) {
-    std::lock_guard lock(mu_);
-    NextLocked();
-  }
-  void OnWriteDone(bool ok) override {
-    std::lock_guard lock(mu_);
-    if (!ok) {
-      FinishLocked(grpc::Status::CANCELLED);
-      return;
-    }
-    NextLocked();
-  }
-  void OnCancel() override {
-    std::lock_guard lock(mu_);
-    FinishLocked(grpc::Status::CANCELLED);
-  }
-  void OnDone() override { delete this; }
-
- private:
-  void NextLocked() {
-    if (next_ < entries_.size()) {
-      this->StartWrite(&entries_[next_++]);
-    } else if (!follow_) {
-      FinishLocked(grpc::Status::OK);
-    }
-  }
-  void FinishLocked(const grpc::Status& status) {
-    if (finished_) return;
-    finished_ = true;
-    this->Finish(status);
-  }
-
-  std::mutex mu_;
-  std::vector<Message> entries_;
-  size_t next_ = 0;
-  bool follow_;
-  bool finished_ = false;
 };
 
 // Answers with canned messages and records what it was asked.

@@ -20,55 +20,13 @@
 #include "picontroller/v1/control_plane.grpc.pb.h"
 #include "tests/common/test_dir.h"
 #include "tests/common/test_pki.h"
+#include "tests/control-plane/pictl/stream_writer.h"
 
 namespace pi::controlplane::pictl {
 namespace {
 
 namespace pb = ::picontroller::v1;
 using std::chrono_literals::operator""s;
-
-// Writes the events, then finishes OK, or (hold_open) waits for the client to cancel.
-class EventWriter : public grpc::ServerWriteReactor<pb::ReleaseEvent> {
- public:
-  EventWriter(std::vector<pb::ReleaseEvent> events, bool hold_open)
-      : events_(std::move(events)), hold_open_(hold_open) {
-    std::lock_guard lock(mu_);
-    NextLocked();
-  }
-  void OnWriteDone(bool ok) override {
-    std::lock_guard lock(mu_);
-    if (!ok) {
-      FinishLocked(grpc::Status::CANCELLED);
-      return;
-    }
-    NextLocked();
-  }
-  void OnCancel() override {
-    std::lock_guard lock(mu_);
-    FinishLocked(grpc::Status::CANCELLED);
-  }
-  void OnDone() override { delete this; }
-
- private:
-  void NextLocked() {
-    if (next_ < events_.size()) {
-      StartWrite(&events_[next_++]);
-    } else if (!hold_open_) {
-      FinishLocked(grpc::Status::OK);
-    }
-  }
-  void FinishLocked(const grpc::Status& status) {
-    if (finished_) return;
-    finished_ = true;
-    Finish(status);
-  }
-
-  std::mutex mu_;
-  std::vector<pb::ReleaseEvent> events_;
-  size_t next_ = 0;
-  const bool hold_open_;
-  bool finished_ = false;
-};
 
 grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
                                  const grpc::Status& status = grpc::Status::OK) {
@@ -136,7 +94,7 @@ class FakeAdmin : public pb::Admin::CallbackService {
       std::lock_guard lock(mu_);
       last_follow_ = *request;
     }
-    return new EventWriter(events, hold_follow_open);
+    return new StreamWriter<pb::ReleaseEvent>(events, hold_follow_open);
   }
   grpc::ServerUnaryReactor* ListRunners(grpc::CallbackServerContext* context,
                                         const google::protobuf::Empty*,

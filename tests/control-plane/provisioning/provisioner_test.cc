@@ -13,11 +13,13 @@
 #include "common/tls/x509.h"
 #include "control-plane/release/sqlite_release_store.h"
 #include "control-plane/store/sqlite_cluster_store.h"
+#include "tests/common/require.h"
 #include "tests/common/test_dir.h"
 
 namespace pi::controlplane::provisioning {
 namespace {
 
+using pi::testing::Require;
 using pi::testing::TempDir;
 using release::ReleaseState;
 
@@ -41,13 +43,6 @@ constexpr char kNoParametersProfile[] = R"({
   "name": "base",
   "steps": [{"name": "os-release exists", "check": {"path": "/etc/os-release"}}]
 })";
-
-template <typename T>
-T Require(absl::StatusOr<T> value) {
-  INFO(value.status().ToString());
-  REQUIRE(value.ok());
-  return *std::move(value);
-}
 
 std::string NewCsr() {
   std::string key = Require(common::GenerateEcPrivateKeyPem());

@@ -244,6 +244,17 @@ class RunnerClient {
     return message->work_assignment();
   }
 
+  // The tokens of the next `count` assignments, by release id.
+  std::map<std::string, std::string> NextTokens(int count) {
+    std::map<std::string, std::string> tokens;
+    for (int i = 0; i < count; ++i) {
+      const wire::WorkAssignment work = NextAssignment();
+      tokens[work.release_id()] = work.release_token();
+    }
+    REQUIRE(tokens.size() == static_cast<size_t>(count));
+    return tokens;
+  }
+
   // Waits for the server to end the stream and returns its status.
   grpc::Status Status() {
     {
@@ -805,12 +816,7 @@ TEST_CASE("a release token reads only its own release", "[runner_grpc]") {
   auto runner = Connect(*stub, "ci-1", 2);
   const Release a = harness.Create(Deploy("alpha"));
   const Release b = harness.Create(Deploy("beta"));
-  std::map<std::string, std::string> tokens;
-  for (int i = 0; i < 2; ++i) {
-    const wire::WorkAssignment work = runner->NextAssignment();
-    tokens[work.release_id()] = work.release_token();
-  }
-  REQUIRE(tokens.size() == 2);
+  std::map<std::string, std::string> tokens = runner->NextTokens(2);
 
   const Files alpha = ReadFiles(*stub, tokens[a.id]);
   REQUIRE(alpha.status.ok());
@@ -1048,11 +1054,7 @@ TEST_CASE("PushLogs refuses bad streams", "[runner_grpc]") {
   auto runner = Connect(*stub, "ci-1", 2);
   const Release a = harness.Create(Deploy("alpha"));
   const Release b = harness.Create(Deploy("beta"));
-  std::map<std::string, std::string> tokens;
-  for (int i = 0; i < 2; ++i) {
-    const wire::WorkAssignment work = runner->NextAssignment();
-    tokens[work.release_id()] = work.release_token();
-  }
+  std::map<std::string, std::string> tokens = runner->NextTokens(2);
 
   SECTION("a message without a token") {
     CHECK(PushLogs(*stub, {LogMessage(tokens[a.id], "stdout", "ok", 1),

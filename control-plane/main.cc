@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "common/grpc/system_resolver.h"
 #include "common/http/http_server.h"
 #include "common/log/log.h"
 #include "common/prometheus/text_writer.h"
@@ -498,6 +499,7 @@ int Serve(const ControllerConfig& config, const Flags& flags, const sigset_t& si
 }  // namespace pi::controlplane
 
 int main(int argc, char** argv) {
+  pi::common::UseSystemResolver();
   // Before any thread exists, so every thread inherits the mask and only the run loop takes
   // shutdown signals.
   const sigset_t signals = pi::controlplane::ShutdownSignals();

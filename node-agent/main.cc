@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/config/secret.h"
+#include "common/grpc/system_resolver.h"
 #include "common/http/http_server.h"
 #include "common/log/log.h"
 #include "common/prometheus/text_writer.h"
@@ -158,15 +159,21 @@ int Run(const Flags& flags) {
     config.node_name = host;
   }
 
-  auto token = ReadJoinToken(flags);
-  if (!token.ok()) return Fail(token.status());
+  const bool token_given = !flags.token.empty() || !flags.token_file.empty();
   const join::StateDir state(config.control_plane.state_dir);
   auto stored = state.Load();
   if (!stored.ok()) return Fail(stored.status());
-  auto plan = join::PlanStartup(state, *stored,
-                                flags.join.empty() ? config.control_plane.address : flags.join,
-                                !token->empty());
+  auto plan = join::PlanStartup(
+      state, *stored, flags.join.empty() ? config.control_plane.address : flags.join, token_given);
   if (!plan.ok()) return Fail(plan.status());
+  // Only a first join reads the token: the systemd unit may keep naming a token file that the
+  // operator deleted after the join.
+  std::string token;
+  if (plan->action == join::StartupAction::kEnroll) {
+    auto read = ReadJoinToken(flags);
+    if (!read.ok()) return Fail(read.status());
+    token = *std::move(read);
+  }
   if (plan->action != join::StartupAction::kStandalone && !config.tls_files_configured) {
     config.tls.cert_file = state.cert_file();
     config.tls.key_file = state.key_file();
@@ -198,6 +205,17 @@ int Run(const Flags& flags) {
     credentials = *tls;
     return absl::OkStatus();
   };
+  // The packaged unit is enabled at install, so it may start before the Pi has joined: say what to
+  // do instead of naming the missing certificate file.
+  if (plan->action == join::StartupAction::kStandalone && !config.tls_files_configured &&
+      !flags.insecure && !std::filesystem::exists(config.tls.cert_file)) {
+    return Fail(absl::FailedPreconditionError(fmt::format(
+        "this agent has not joined a cluster and has no certificate ({} does not exist): join "
+        "with --join HOST:PORT --token-file FILE (under systemd: PI_AGENT_OPTS in "
+        "/etc/default/pi-agent, then systemctl restart pi-agent), or set tls.cert_file, "
+        "tls.key_file and tls.ca_file for an agent outside a cluster",
+        config.tls.cert_file)));
+  }
   if (plan->action != join::StartupAction::kEnroll) {
     if (auto status = make_credentials(); !status.ok()) return Fail(status);
   }
@@ -239,7 +257,7 @@ int Run(const Flags& flags) {
       join::BuildFacts(join::ReadHostInfo(config.collector.root), collector.Collect(), PI_VERSION)};
   std::optional<join::Enrollment> enrollment = plan->enrollment;
   if (plan->action == join::StartupAction::kEnroll) {
-    auto joined = EnrollWithRetries(state, plan->address, *token, node, signals);
+    auto joined = EnrollWithRetries(state, plan->address, token, node, signals);
     if (!joined.ok()) {
       if (joined.status().code() == absl::StatusCode::kCancelled) {
         spdlog::info("{}", std::string(joined.status().message()));
@@ -251,7 +269,7 @@ int Run(const Flags& flags) {
     spdlog::info("joined the controller at {} as node {}; enrollment stored in {}", plan->address,
                  joined->node_id, state.dir());
     if (auto status = make_credentials(); !status.ok()) return Fail(status);
-  } else if (enrollment && !token->empty()) {
+  } else if (enrollment && token_given) {
     spdlog::info("already joined to {} as node {}; the join token was not used",
                  enrollment->address, enrollment->node_id);
   }
@@ -411,6 +429,7 @@ int Run(const Flags& flags) {
 }  // namespace pi::agent
 
 int main(int argc, char** argv) {
+  pi::common::UseSystemResolver();
   // Before any thread exists (gRPC starts some as soon as credentials are made), so every thread
   // inherits the mask and a shutdown signal can only reach the run loop.
   const sigset_t signals = pi::agent::ShutdownSignals();

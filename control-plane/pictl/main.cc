@@ -8,6 +8,7 @@
 #include <iostream>
 #include <thread>
 
+#include "common/grpc/system_resolver.h"
 #include "common/system/cancel_token.h"
 #include "common/system/clock.h"
 #include "control-plane/pictl/cli.h"
@@ -22,6 +23,7 @@ std::string Getenv(const char* name) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  pi::common::UseSystemResolver();
   // SIGINT and SIGTERM are taken by a thread (blocked everywhere else, including gRPC's threads):
   // the first cancels the call in flight so a stream ends cleanly, a second one exits at once.
   sigset_t signals;

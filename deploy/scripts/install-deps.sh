@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package the build, the tests and the local run need.
+# Installs every Debian 12 package the build, the tests and the local run need; with arguments,
+# installs those packages instead (install-cross-deps.sh uses it for the arm64 ones).
+#   deploy/scripts/install-deps.sh [PACKAGE...]
 set -euo pipefail
 
 packages=(
@@ -7,8 +9,9 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libssl-dev openssl libgpiod-dev nlohmann-json3-dev libboost-dev libfmt-dev libspdlog-dev
   libcli11-dev libabsl-dev libre2-dev libsqlite3-dev catch2 beanstalkd
-  python3 python3-grpcio python3-protobuf
+  python3 python3-grpcio python3-protobuf systemd adduser file
 )
+(($# == 0)) || packages=("$@")
 
 missing=()
 for package in "${packages[@]}"; do

@@ -377,9 +377,15 @@ class ProvisionRun {
     fs::path dir = target->host_parent;
     for (const std::string& part : target->missing_dirs) {
       dir /= part;
-      if (mkdir(dir.c_str(), kCreatedDirectoryMode) != 0 && errno != EEXIST) {
+      if (mkdir(dir.c_str(), kCreatedDirectoryMode) != 0) {
+        if (errno == EEXIST) continue;
         return absl::FailedPreconditionError(
             fmt::format("cannot create directory {}: {}", dir.string(), ErrnoText(errno)));
+      }
+      // The agent's unit runs with UMask=0077, which would leave the directory 0700.
+      if (chmod(dir.c_str(), kCreatedDirectoryMode) != 0) {
+        return absl::FailedPreconditionError(fmt::format("cannot set mode 0755 on directory {}: {}",
+                                                         dir.string(), ErrnoText(errno)));
       }
     }
     if (content_differs) {

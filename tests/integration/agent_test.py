@@ -535,6 +535,17 @@ class AgentConfigTest(unittest.TestCase):
         self.assertNotEqual(code, 0)
         self.assertIn("/nonexistent/node.crt", err)
 
+    def test_an_agent_that_never_joined_says_how_to_join(self):
+        state = harness.TempDir("pi-agent-state-")
+        self.addCleanup(state.cleanup)
+        code, err = self.run_agent(
+            {"listen": "127.0.0.1:0", "control_plane": {"state_dir": state.path}}
+        )
+        self.assertEqual(code, 2, err)
+        self.assertIn("has not joined a cluster", err)
+        self.assertIn("--join HOST:PORT --token-file FILE", err)
+        self.assertIn("/etc/default/pi-agent", err)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -184,6 +184,21 @@ TEST_CASE("a mode the umask would narrow is still applied exactly", "[provision]
   CHECK(f.ModeOf("/etc/shared") == 0664);
 }
 
+TEST_CASE("directories a write creates are 0755 whatever the umask (systemd's UMask=0077)",
+          "[provision]") {
+  Fixture f;
+  fs::create_directories(f.Host("/opt"));
+  const mode_t old_umask = umask(077);
+  const ProvisionResult result = f.MustRun(
+      Profile(
+          R"({"name": "w", "write_file": {"path": "/opt/app/conf.d/app.conf", "content": ""}})"),
+      {}, false);
+  umask(old_umask);
+  CHECK(result.success);
+  CHECK(f.ModeOf("/opt/app") == 0755);
+  CHECK(f.ModeOf("/opt/app/conf.d") == 0755);
+}
+
 TEST_CASE("a mode-only difference is reported and fixed without rewriting", "[provision]") {
   Fixture f;
   f.root.Write("etc/motd", "Welcome to node-1\n");

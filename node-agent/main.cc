@@ -7,9 +7,13 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <stop_token>
+#include <thread>
 
 #include "common/config/secret.h"
 #include "common/grpc/system_resolver.h"
@@ -119,8 +123,32 @@ sigset_t ShutdownSignals() {
   return signals;
 }
 
+// Pings the systemd watchdog from a thread of its own while the main thread waits in the first
+// join, whose calls may each take a minute.
+class JoinWatchdog {
+ public:
+  JoinWatchdog() {
+    const auto interval = common::WatchdogPingInterval();
+    if (!interval) return;
+    pinger_ = std::jthread([interval = *interval](std::stop_token stop) {
+      std::mutex mutex;
+      std::condition_variable_any wakeup;
+      std::unique_lock lock(mutex);
+      while (!stop.stop_requested()) {
+        common::SdNotify("WATCHDOG=1").IgnoreError();
+        wakeup.wait_for(lock, stop, interval, [] { return false; });
+      }
+    });
+  }
+
+ private:
+  std::jthread pinger_;
+};
+
 // The first join, retried while the controller cannot be reached (a Pi may boot before its
 // network); SIGTERM or SIGINT meanwhile ends it with CANCELLED. A refusal returns at once.
+// Under systemd the agent reports itself started first: boot (multi-user.target waits for
+// READY=1) must not wait for a controller that may be down, and the watchdog must not kill a join.
 absl::StatusOr<join::Registration> EnrollWithRetries(const join::StateDir& state,
                                                      const std::string& address,
                                                      const std::string& token,
@@ -132,6 +160,9 @@ absl::StatusOr<join::Registration> EnrollWithRetries(const join::StateDir& state
   join::ClientOptions options;
   options.rpc_timeout = std::chrono::seconds(60);
   spdlog::info("joining the controller at {} as {}", address, node.hostname);
+  common::SdNotify(fmt::format("READY=1\nSTATUS=joining the controller at {}", address))
+      .IgnoreError();
+  const JoinWatchdog watchdog;
   while (true) {
     auto registration = join::Enroll(state, address, token, node, options);
     if (registration.ok() || !join::IsTransient(registration.status())) return registration;

@@ -20,7 +20,7 @@ deploy/scripts/install-deps.sh
 echo "== build ($build_dir)"
 # Line tables only (-g1): backtraces keep file and line, and the build is about a fifth faster.
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPI_WERROR=ON \
-  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG"
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" -DPI_ARM64_BUILD_DIR="$(realpath -m "$arm64_dir")"
 cmake --build "$build_dir" -j "$jobs"
 
 echo "== ctest: unit, integration and deploy tests"
@@ -48,7 +48,8 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 
 echo "== arm64: cross build, packages, pi-agent on an emulated Raspberry Pi 3"
 if deploy/scripts/cross-build.sh "$arm64_dir"; then
-  ctest --test-dir "$build_dir" -L pi-emulation --output-on-failure --verbose || status=1
+  ctest --test-dir "$build_dir" -L pi-emulation --no-tests=error --output-on-failure --verbose ||
+    status=1
 else
   status=1
 fi

@@ -3,6 +3,9 @@ graceful SIGTERM (open streams end, held GPIO lines are released), and the --ins
 
 import json
 import os
+import signal
+import socket
+import subprocess
 import threading
 import time
 import unittest
@@ -185,6 +188,44 @@ class AgentLifecycleTest(unittest.TestCase):
         harness.wait_for(lambda: any("READY=1" in m for m in self.notify.drain()), 5, "READY")
         time.sleep(0.5)
         self.assertNotIn("WATCHDOG=1", self.notify.drain())
+
+    def test_a_first_join_reports_ready_and_keeps_the_watchdog_quiet(self):
+        # Under systemd, boot waits for READY=1: a Pi whose controller is down must not hold it up,
+        # nor be killed by the watchdog while it retries the join.
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        closed.close()
+        token = self.tmp.join("token")
+        with open(token, "w") as f:
+            f.write("K10" + "0" * 64 + "::abcdefgh." + "a" * 32 + "\n")
+        state = self.tmp.join("state")
+        os.makedirs(state)
+        config = self.tmp.join("join.json")
+        with open(config, "w") as f:
+            json.dump({"listen": "127.0.0.1:0", "http_listen": "",
+                       "gpio": {"backend": "simulated"}, "control_plane": {"state_dir": state}}, f)
+        notify = harness.NotifySocket(self.tmp.join("join-notify.sock"))
+        self.addCleanup(notify.close)
+        with open(self.tmp.join("join.log"), "w") as log:
+            agent = subprocess.Popen(
+                [AGENT_BIN, "--config", config, "--join", f"127.0.0.1:{port}", "--token-file",
+                 token],
+                env=dict(os.environ, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="400000"),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.addCleanup(lambda: agent.poll() is not None or agent.kill())
+        messages = []
+
+        def three_pings():
+            messages.extend(notify.drain())
+            return [m for m in messages if m == "WATCHDOG=1"][2:] or None
+
+        harness.wait_for(three_pings, 10, "three WATCHDOG=1 pings while joining")
+        self.assertIn(f"READY=1\nSTATUS=joining the controller at 127.0.0.1:{port}", messages)
+        self.assertIsNone(agent.poll())
+        agent.send_signal(signal.SIGTERM)
+        self.assertEqual(agent.wait(10), 0)
 
     def test_insecure_mode_serves_plaintext_and_warns(self):
         agent, address = self.start("--insecure", tls=False)

@@ -52,7 +52,9 @@ TEST_CASE("the example config shipped in deploy/config parses", "[agent_config]"
   CHECK(config->control_plane.state_dir == "/var/lib/pi-agent");
   CHECK(config->runner.enabled);
   CHECK(config->runner.heartbeat_interval == std::chrono::seconds(10));
-  CHECK_FALSE(config->runner.provision.allowed_write_roots.empty());
+  // The one write root the packaged unit makes writable (ReadWritePaths=-/etc/pi-provision).
+  CHECK(config->runner.provision.allowed_write_roots ==
+        std::vector<std::string>{"/etc/pi-provision"});
 }
 
 TEST_CASE("the control_plane section names the cluster to join", "[agent_config]") {

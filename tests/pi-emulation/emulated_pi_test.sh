@@ -154,6 +154,7 @@ echo "guest: pi-agent listening after $((i / 10)).$((i % 10)) s"
 pi-probe --ca /etc/pi-agent/ca.crt --cert /etc/pi-agent/probe.crt --key /etc/pi-agent/probe.key \
   --server-name pi-guest --address 127.0.0.1:9091
 status=$?
+echo "guest: pi-agent after the checks: $(grep -E '^VmRSS' /proc/$agent/status | tr -s ' \t' ' ')"
 kill -TERM $agent 2>/dev/null
 wait $agent
 echo "guest: pi-agent exited with $?"
@@ -179,7 +180,7 @@ console=$work/console.log
 started=$(date +%s%N)
 qemu-system-aarch64 -M raspi3b -m 1G -accel tcg,thread=single \
   -kernel "$kernel" -dtb "$dtb" -initrd "$initramfs" \
-  -append "console=ttyAMA0 earlycon=pl011,0x3f201000 rdinit=/init" \
+  -append "console=ttyAMA0 earlycon=pl011,0x3f201000 rdinit=/init loglevel=3" \
   -nographic -no-reboot -monitor none -serial stdio </dev/null >"$console" 2>&1 &
 qemu=$!
 trap 'kill $qemu 2>/dev/null || true' EXIT

@@ -178,7 +178,9 @@ void CheckBusyLine(v1::NodeAgent::Stub& stub, LineHolder& holder, Checks& checks
   v1::GPIOResponse response;
   const auto status = Gpio(stub, write, &response);
   checks.Record("busy line is FAILED_PRECONDITION",
-                status.error_code() == grpc::StatusCode::FAILED_PRECONDITION, Describe(status));
+                status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+                    status.error_message().find("pi-probe-holder") != std::string::npos,
+                Describe(status));
   holder.Stop();
 
   // Once the other process is gone the agent can use the line again.

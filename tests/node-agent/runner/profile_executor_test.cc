@@ -172,14 +172,27 @@ TEST_CASE("apply writes content and mode; a second apply and a plan find nothing
   CHECK(f.ReadHost("/etc/motd") == "Welcome to pi-7\n");
 }
 
+// Restores the process umask even when a REQUIRE throws, so later tests see the usual one.
+class ScopedUmask {
+ public:
+  explicit ScopedUmask(mode_t mask) : previous_(umask(mask)) {}
+  ~ScopedUmask() { umask(previous_); }
+  ScopedUmask(const ScopedUmask&) = delete;
+  ScopedUmask& operator=(const ScopedUmask&) = delete;
+
+ private:
+  mode_t previous_;
+};
+
 TEST_CASE("a mode the umask would narrow is still applied exactly", "[provision]") {
   Fixture f;
-  const mode_t old_umask = umask(077);
-  const ProvisionResult result = f.MustRun(
-      Profile(
-          R"({"name": "w", "write_file": {"path": "/etc/shared", "content": "x", "mode": "0664"}})"),
-      {}, false);
-  umask(old_umask);
+  const ProvisionResult result = [&] {
+    const ScopedUmask narrow(077);
+    return f.MustRun(
+        Profile(
+            R"({"name": "w", "write_file": {"path": "/etc/shared", "content": "x", "mode": "0664"}})"),
+        {}, false);
+  }();
   CHECK(result.success);
   CHECK(f.ModeOf("/etc/shared") == 0664);
 }
@@ -188,12 +201,13 @@ TEST_CASE("directories a write creates are 0755 whatever the umask (systemd's UM
           "[provision]") {
   Fixture f;
   fs::create_directories(f.Host("/opt"));
-  const mode_t old_umask = umask(077);
-  const ProvisionResult result = f.MustRun(
-      Profile(
-          R"({"name": "w", "write_file": {"path": "/opt/app/conf.d/app.conf", "content": ""}})"),
-      {}, false);
-  umask(old_umask);
+  const ProvisionResult result = [&] {
+    const ScopedUmask narrow(077);
+    return f.MustRun(
+        Profile(
+            R"({"name": "w", "write_file": {"path": "/opt/app/conf.d/app.conf", "content": ""}})"),
+        {}, false);
+  }();
   CHECK(result.success);
   CHECK(f.ModeOf("/opt/app") == 0755);
   CHECK(f.ModeOf("/opt/app/conf.d") == 0755);

@@ -23,9 +23,13 @@ cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPI_WERRO
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" -DPI_ARM64_BUILD_DIR="$(realpath -m "$arm64_dir")"
 cmake --build "$build_dir" -j "$jobs"
 
-echo "== ctest: unit, integration and deploy tests"
+echo "== ctest: unit and integration tests"
 status=0
-ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" -LE 'bench|pi-emulation' || status=1
+ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" -LE 'bench|pi-emulation|deploy' ||
+  status=1
+
+echo "== ctest: deploy (systemd-analyze verify and security of both units, both packages build)"
+ctest --test-dir "$build_dir" --output-on-failure --verbose -L deploy || status=1
 
 echo "== ctest: benchmarks (each prints its figures as one JSON line)"
 ctest --test-dir "$build_dir" --output-on-failure --verbose -L bench || status=1

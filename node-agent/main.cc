@@ -101,10 +101,9 @@ int Fail(const absl::Status& status) {
   return 2;
 }
 
-// The join token from --token or --token-file ("" for neither).
+// The join token from --token or --token-file (one of them is given: PlanStartup checked).
 absl::StatusOr<std::string> ReadJoinToken(const Flags& flags) {
   if (!flags.token.empty()) return flags.token;
-  if (flags.token_file.empty()) return std::string();
   return common::ResolveSecret("file:" + std::filesystem::absolute(flags.token_file).string());
 }
 

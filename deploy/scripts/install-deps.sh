@@ -9,7 +9,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libssl-dev openssl libgpiod-dev nlohmann-json3-dev libboost-dev libfmt-dev libspdlog-dev
   libcli11-dev libabsl-dev libre2-dev libsqlite3-dev catch2 beanstalkd
-  python3 python3-grpcio python3-protobuf systemd adduser file
+  python3 python3-grpcio python3-protobuf systemd adduser file procps
 )
 (($# == 0)) || packages=("$@")
 
